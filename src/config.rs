@@ -1,0 +1,788 @@
+//! The TOML file as operators write it: the schema (serde structs with
+//! `deny_unknown_fields`), parsing that keeps every value's position, and
+//! problems reported with their key path (`routes[2].upstream`) and
+//! `line:column`.
+//!
+//! This room only reads and type-checks the file. Cross-references (does the
+//! route's upstream exist?), file loading (certificates) and compilation into
+//! the runtime snapshot happen in [`crate::gateway`], which reports its own
+//! problems through the same [`SourceMap`] so that every message points at a
+//! line. Each top-level section, each upstream and each route is deserialized
+//! on its own, so one typo does not hide the next: `frontdesk check` prints
+//! every problem at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+/// One thing wrong with a config file, located as precisely as we can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// TOML key path, e.g. `routes[2].upstream`; empty for file-level problems.
+    pub path: String,
+    /// 1-based line and column in the file; 0 when the file could not be read.
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}:{}: {}", self.line, self.column, self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}: {}: {}",
+                self.line, self.column, self.path, self.message
+            )
+        }
+    }
+}
+
+/// Every problem found in one file. `Display` prints one per line, prefixed
+/// with the file name, in the `file:line:col: key: message` shape editors
+/// understand.
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}", self.file.display(), p)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where each key of the file sits, so that later stages can point at lines.
+#[derive(Debug, Default)]
+pub struct SourceMap {
+    line_starts: Vec<usize>,
+    spans: HashMap<String, Range<usize>>,
+}
+
+impl SourceMap {
+    fn new(text: &str, root: &DeTable<'_>) -> Self {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        let mut map = SourceMap {
+            line_starts,
+            spans: HashMap::new(),
+        };
+        map.index_table("", root);
+        map
+    }
+
+    fn index_table(&mut self, prefix: &str, table: &DeTable<'_>) {
+        for (key, value) in table.iter() {
+            let path = join_key(prefix, key.get_ref());
+            self.index_value(&path, value);
+        }
+    }
+
+    fn index_value(&mut self, path: &str, value: &Spanned<DeValue<'_>>) {
+        self.spans.insert(path.to_string(), value.span());
+        match value.get_ref() {
+            DeValue::Table(t) => self.index_table(path, t),
+            DeValue::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.index_value(&format!("{path}[{i}]"), item);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// 1-based line and column of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let line = match self.line_starts.binary_search(&offset) {
+            Ok(i) => i,
+            Err(i) => i.saturating_sub(1),
+        };
+        let start = self.line_starts.get(line).copied().unwrap_or(0);
+        (line + 1, offset.saturating_sub(start) + 1)
+    }
+
+    /// Position of a key path; falls back to the nearest enclosing key that
+    /// exists (a missing field is reported at its table).
+    pub fn locate(&self, path: &str) -> (usize, usize) {
+        let mut p = path;
+        loop {
+            if let Some(span) = self.spans.get(p) {
+                return self.line_col(span.start);
+            }
+            match p.rfind(['.', '[']) {
+                Some(i) => p = &p[..i],
+                None => return (1, 1),
+            }
+        }
+    }
+
+    /// A problem located at `path`.
+    pub fn problem(&self, path: impl Into<String>, message: impl Into<String>) -> Problem {
+        let path = path.into();
+        let (line, column) = self.locate(&path);
+        Problem {
+            path,
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+/// Appends a table key to a path, quoting keys that are not bare TOML keys.
+pub fn join_key(prefix: &str, key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let key = if bare {
+        key.to_string()
+    } else {
+        format!("{key:?}")
+    };
+    if prefix.is_empty() {
+        key
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The schema
+// ---------------------------------------------------------------------------
+
+/// The whole file after type checking.
+#[derive(Debug, Default)]
+pub struct FileConfig {
+    pub server: ServerSection,
+    pub upstreams: BTreeMap<String, UpstreamSection>,
+    pub routes: Vec<RouteSection>,
+    pub transforms: BTreeMap<String, TransformSection>,
+    pub cors: BTreeMap<String, CorsSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Plain HTTP listeners (`address:port`).
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    /// Admin listener: /healthz /readyz /metrics /status. Off when absent.
+    pub admin_listen: Option<String>,
+    /// Worker threads; 0 means one per core.
+    #[serde(default)]
+    pub threads: usize,
+    /// `stdout`, `off`, or a file path.
+    #[serde(default = "default_access_log")]
+    pub access_log: String,
+    /// TLS listeners.
+    #[serde(default)]
+    pub tls: Vec<TlsListenerSection>,
+    /// Accept cleartext HTTP/2 (prior knowledge) on the plain listeners.
+    #[serde(default)]
+    pub h2c: bool,
+    /// Largest request body accepted; bigger ones get 413.
+    #[serde(default = "default_max_request_body")]
+    pub max_request_body: ByteSize,
+    /// Largest request header block (request line + headers); bigger gets 431.
+    #[serde(default = "default_max_header_size")]
+    pub max_header_size: ByteSize,
+    /// How long in-flight requests may finish on shutdown or upgrade.
+    #[serde(default = "default_grace_period", with = "humantime_serde")]
+    pub grace_period: Duration,
+    /// Where the pid file goes (needed by `reload` and graceful upgrade).
+    #[serde(default = "default_pid_file")]
+    pub pid_file: String,
+    /// The Unix socket through which listening sockets are handed over on upgrade.
+    #[serde(default = "default_upgrade_socket")]
+    pub upgrade_socket: String,
+    /// How long an idle client keep-alive connection is kept open.
+    #[serde(default = "default_keepalive_timeout", with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: default_listen(),
+            admin_listen: None,
+            threads: 0,
+            access_log: default_access_log(),
+            tls: Vec::new(),
+            h2c: false,
+            max_request_body: default_max_request_body(),
+            max_header_size: default_max_header_size(),
+            grace_period: default_grace_period(),
+            pid_file: default_pid_file(),
+            upgrade_socket: default_upgrade_socket(),
+            keepalive_timeout: default_keepalive_timeout(),
+        }
+    }
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["127.0.0.1:8080".to_string()]
+}
+fn default_access_log() -> String {
+    "stdout".to_string()
+}
+fn default_max_request_body() -> ByteSize {
+    ByteSize::mib(10)
+}
+fn default_max_header_size() -> ByteSize {
+    ByteSize::kib(32)
+}
+fn default_grace_period() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_pid_file() -> String {
+    "/tmp/frontdesk.pid".to_string()
+}
+fn default_upgrade_socket() -> String {
+    "/tmp/frontdesk_upgrade.sock".to_string()
+}
+fn default_keepalive_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerSection {
+    pub listen: String,
+    /// Certificates; the one whose names match the client's SNI is served,
+    /// the first one when nothing matches.
+    pub certs: Vec<CertSection>,
+    /// Offer HTTP/2 through ALPN (default on).
+    #[serde(default = "yes")]
+    pub h2: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertSection {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    pub targets: Vec<TargetSection>,
+    #[serde(default)]
+    pub balance: Balance,
+    /// What `consistent_hash` hashes: `ip` (default), `path`, or `header:NAME`.
+    #[serde(default = "default_hash_on")]
+    pub hash_on: String,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_io_timeout", with = "humantime_serde")]
+    pub read_timeout: Duration,
+    #[serde(default = "default_io_timeout", with = "humantime_serde")]
+    pub write_timeout: Duration,
+    /// How long an idle upstream keep-alive connection is kept in the pool.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Other targets tried after a connect failure.
+    #[serde(default = "default_retries")]
+    pub retries: usize,
+    /// Speak TLS to the targets.
+    #[serde(default)]
+    pub tls: bool,
+    /// SNI and certificate name for TLS targets (default: the target's host).
+    pub sni: Option<String>,
+    /// Verify the targets' certificates (default on).
+    #[serde(default = "yes")]
+    pub verify_cert: bool,
+    pub health_check: Option<HealthCheckSection>,
+}
+
+/// A target: `"host:port"` or `{ addr = "host:port", weight = 3 }`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a target like \"127.0.0.1:9001\" or a table { addr = \"127.0.0.1:9001\", weight = 2 }"
+)]
+pub enum TargetSection {
+    Addr(String),
+    Weighted {
+        addr: String,
+        #[serde(default = "default_weight")]
+        weight: usize,
+    },
+}
+
+impl TargetSection {
+    pub fn addr(&self) -> &str {
+        match self {
+            TargetSection::Addr(a) => a,
+            TargetSection::Weighted { addr, .. } => addr,
+        }
+    }
+    pub fn weight(&self) -> usize {
+        match self {
+            TargetSection::Addr(_) => 1,
+            TargetSection::Weighted { weight, .. } => *weight,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    Random,
+    ConsistentHash,
+}
+
+fn default_hash_on() -> String {
+    "ip".to_string()
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_io_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_retries() -> usize {
+    1
+}
+fn default_weight() -> usize {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSection {
+    /// HTTP path to GET; a plain TCP connect check when absent.
+    pub path: Option<String>,
+    #[serde(default = "default_hc_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "default_hc_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Host header of the HTTP check (default: `localhost`).
+    pub host: Option<String>,
+    /// Consecutive successes before a down target takes traffic again.
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: usize,
+    /// Consecutive failures before a target is taken out.
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: usize,
+}
+
+fn default_hc_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_hc_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_healthy_threshold() -> usize {
+    1
+}
+fn default_unhealthy_threshold() -> usize {
+    2
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    pub name: String,
+    /// `api.example.com`, `*.example.com`, or a list of them; any host when absent.
+    #[serde(default)]
+    pub host: OneOrMany,
+    pub path: Option<String>,
+    pub path_prefix: Option<String>,
+    pub path_regex: Option<String>,
+    pub methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    pub upstream: String,
+    /// Names of `[transforms.*]` blocks, applied in order.
+    #[serde(default)]
+    pub transform: OneOrMany,
+    /// Name of a `[cors.*]` block.
+    pub cors: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformSection {
+    #[serde(default)]
+    pub request: HeaderOpsSection,
+    #[serde(default)]
+    pub response: HeaderOpsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderOpsSection {
+    #[serde(default)]
+    pub remove_headers: Vec<String>,
+    /// Replace (or create) these headers.
+    #[serde(default)]
+    pub set_headers: BTreeMap<String, String>,
+    /// Append these headers, keeping any existing values.
+    #[serde(default)]
+    pub add_headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSection {
+    /// Exact origins (`https://app.example.com`) or `*`.
+    pub allow_origins: Vec<String>,
+    #[serde(default = "default_cors_methods")]
+    pub allow_methods: Vec<String>,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    #[serde(default, with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+}
+
+fn default_cors_methods() -> Vec<String> {
+    ["GET", "HEAD", "POST"].map(String::from).to_vec()
+}
+
+/// A string or a list of strings (`transform = "clean"` or `["a", "b"]`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OneOrMany(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany(vec![v.to_string()]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                Ok(OneOrMany(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Parsing
+// ---------------------------------------------------------------------------
+
+/// A parsed file: the typed config, the source map for locating keys, the
+/// folder that relative paths resolve against, and the raw text (hashed for
+/// `/status`).
+#[derive(Debug)]
+pub struct LoadedConfig {
+    pub config: FileConfig,
+    pub source_map: SourceMap,
+    pub path: PathBuf,
+    pub base_dir: PathBuf,
+    pub text: String,
+}
+
+/// Reads and type-checks a config file. Returns every problem found.
+pub fn load_file(path: &Path) -> Result<LoadedConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        problems: vec![Problem {
+            path: String::new(),
+            line: 0,
+            column: 0,
+            message: format!("cannot read config file: {e}"),
+        }],
+    })?;
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    parse_str(&text, path, &base_dir)
+}
+
+/// Type-checks config text. `file` is only used in messages.
+pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<LoadedConfig, ConfigError> {
+    let fail = |problems: Vec<Problem>| ConfigError {
+        file: file.to_path_buf(),
+        problems,
+    };
+    let root = match DeTable::parse(text) {
+        Ok(t) => t,
+        Err(e) => {
+            let empty = SourceMap::new(text, &DeTable::default());
+            let (line, column) = e.span().map(|s| empty.line_col(s.start)).unwrap_or((1, 1));
+            return Err(fail(vec![Problem {
+                path: String::new(),
+                line,
+                column,
+                message: format!("TOML syntax error: {}", e.message().trim()),
+            }]));
+        }
+    };
+    let source_map = SourceMap::new(text, root.get_ref());
+    let mut problems = Vec::new();
+    let mut config = FileConfig::default();
+
+    for (key, value) in root.get_ref().iter() {
+        let name = key.get_ref().as_ref();
+        match name {
+            "server" => {
+                if let Some(s) = typed(&source_map, "server", value, &mut problems) {
+                    config.server = s;
+                }
+            }
+            "upstreams" => {
+                config.upstreams = typed_map(&source_map, "upstreams", value, &mut problems)
+            }
+            "transforms" => {
+                config.transforms = typed_map(&source_map, "transforms", value, &mut problems)
+            }
+            "cors" => config.cors = typed_map(&source_map, "cors", value, &mut problems),
+            "routes" => match value.get_ref() {
+                DeValue::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let path = format!("routes[{i}]");
+                        if let Some(r) = typed(&source_map, &path, item, &mut problems) {
+                            config.routes.push(r);
+                        }
+                    }
+                }
+                other => problems.push(source_map.problem(
+                    "routes",
+                    format!(
+                        "expected an array of tables ([[routes]]), found {}",
+                        other.type_str()
+                    ),
+                )),
+            },
+            other => problems.push(source_map.problem(
+                join_key("", other),
+                "unknown section; expected one of: server, upstreams, routes, transforms, cors",
+            )),
+        }
+    }
+
+    if problems.is_empty() {
+        Ok(LoadedConfig {
+            config,
+            source_map,
+            path: file.to_path_buf(),
+            base_dir: base_dir.to_path_buf(),
+            text: text.to_string(),
+        })
+    } else {
+        problems.sort_by_key(|p| (p.line, p.column));
+        Err(fail(problems))
+    }
+}
+
+/// Deserializes one value, recording a located problem on failure.
+fn typed<T: for<'de> Deserialize<'de>>(
+    map: &SourceMap,
+    prefix: &str,
+    value: &Spanned<DeValue<'_>>,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    let mut owned = value.clone();
+    owned.get_mut().make_owned();
+    let deserializer = ValueDeserializer::from(owned);
+    match serde_path_to_error::deserialize::<_, T>(deserializer) {
+        Ok(v) => Some(v),
+        Err(err) => {
+            let inner = err.path().to_string();
+            let path = if inner == "." {
+                prefix.to_string()
+            } else if inner.starts_with('[') {
+                format!("{prefix}{inner}")
+            } else {
+                format!("{prefix}.{inner}")
+            };
+            let toml_err = err.into_inner();
+            let (line, column) = match toml_err.span() {
+                Some(span) => map.line_col(span.start),
+                None => map.locate(&path),
+            };
+            problems.push(Problem {
+                path,
+                line,
+                column,
+                message: toml_err.message().trim().to_string(),
+            });
+            None
+        }
+    }
+}
+
+/// Deserializes a table of named blocks (`[upstreams.NAME]`), each on its own.
+fn typed_map<T: for<'de> Deserialize<'de>>(
+    map: &SourceMap,
+    prefix: &str,
+    value: &Spanned<DeValue<'_>>,
+    problems: &mut Vec<Problem>,
+) -> BTreeMap<String, T> {
+    let mut out = BTreeMap::new();
+    match value.get_ref() {
+        DeValue::Table(t) => {
+            for (key, item) in t.iter() {
+                let path = join_key(prefix, key.get_ref());
+                if let Some(v) = typed(map, &path, item, problems) {
+                    out.insert(key.get_ref().to_string(), v);
+                }
+            }
+        }
+        other => problems.push(map.problem(
+            prefix,
+            format!(
+                "expected a table of named blocks ([{prefix}.NAME]), found {}",
+                other.type_str()
+            ),
+        )),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<LoadedConfig, ConfigError> {
+        parse_str(text, Path::new("test.toml"), Path::new("."))
+    }
+
+    #[test]
+    fn parses_the_documented_example() {
+        let text = r#"
+[server]
+listen = ["127.0.0.1:8080"]
+admin_listen = "127.0.0.1:9090"
+threads = 0
+access_log = "stdout"
+max_request_body = "1MiB"
+
+[upstreams.orders]
+targets = ["127.0.0.1:9001", { addr = "127.0.0.1:9002", weight = 2 }]
+balance = "round_robin"
+connect_timeout = "1s"
+read_timeout = "30s"
+retries = 1
+[upstreams.orders.health_check]
+path = "/healthz"
+interval = "2s"
+
+[[routes]]
+name = "payments"
+host = "api.example.com"
+path_prefix = "/pay"
+methods = ["POST"]
+strip_prefix = true
+upstream = "orders"
+transform = "clean"
+cors = "web"
+
+[transforms.clean]
+request.remove_headers = ["x-debug"]
+request.set_headers = { "x-gateway" = "frontdesk" }
+response.remove_headers = ["x-debug", "server"]
+
+[cors.web]
+allow_origins = ["https://app.example.com"]
+max_age = "10m"
+"#;
+        let loaded = parse(text).expect("valid");
+        let c = &loaded.config;
+        assert_eq!(c.server.max_request_body, ByteSize::mib(1));
+        let up = &c.upstreams["orders"];
+        assert_eq!(up.targets.len(), 2);
+        assert_eq!(up.targets[1].weight(), 2);
+        assert_eq!(up.connect_timeout, Duration::from_secs(1));
+        assert_eq!(
+            up.health_check.as_ref().unwrap().interval,
+            Duration::from_secs(2)
+        );
+        assert_eq!(c.routes[0].transform.0, vec!["clean"]);
+        assert_eq!(c.routes[0].host.0, vec!["api.example.com"]);
+        assert_eq!(c.cors["web"].max_age, Some(Duration::from_secs(600)));
+        assert_eq!(
+            c.transforms["clean"].request.set_headers["x-gateway"],
+            "frontdesk"
+        );
+    }
+
+    #[test]
+    fn reports_every_type_problem_with_path_and_line() {
+        let text = "[server]\nthreads = \"many\"\n\n[upstreams.a]\ntargets = [\"127.0.0.1:1\"]\nconnect_timeout = \"soon\"\n\n[[routes]]\nname = \"r\"\nupstream = \"a\"\n\n[[routes]]\nname = \"s\"\nupstream = \"a\"\npathprefix = \"/x\"\n";
+        let err = parse(text).unwrap_err();
+        let got: Vec<(String, usize)> = err
+            .problems
+            .iter()
+            .map(|p| (p.path.clone(), p.line))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("server.threads".to_string(), 2),
+                ("upstreams.a.connect_timeout".to_string(), 6),
+                ("routes[1]".to_string(), 15),
+            ],
+            "{err}"
+        );
+        assert!(err.problems[2].message.contains("pathprefix"), "{err}");
+        assert!(err.to_string().starts_with("test.toml:2:"), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_have_a_line() {
+        let err = parse("[server]\nlisten = [\"a\"\n").unwrap_err();
+        assert_eq!(err.problems.len(), 1);
+        assert!(err.problems[0].line >= 2, "{err}");
+        assert!(err.problems[0].message.contains("syntax"), "{err}");
+    }
+
+    #[test]
+    fn unknown_sections_are_reported() {
+        let err = parse("[sever]\nlisten = []\n").unwrap_err();
+        assert_eq!(err.problems[0].path, "sever");
+        assert_eq!(err.problems[0].line, 1);
+    }
+
+    #[test]
+    fn locate_falls_back_to_enclosing_key() {
+        let loaded = parse("[[routes]]\nname = \"a\"\nupstream = \"x\"\n").unwrap();
+        assert_eq!(loaded.source_map.locate("routes[0].upstream"), (3, 12));
+        assert_eq!(loaded.source_map.locate("routes[0].cors").0, 1);
+    }
+}

@@ -1,0 +1,684 @@
+//! The compiled, immutable snapshot of a config, and the live handle that
+//! swaps it.
+//!
+//! [`compile`] turns a type-checked [`LoadedConfig`] into a [`Gateway`]:
+//! cross-references resolved (a route's upstream, transforms, CORS policy),
+//! regexes built, header names parsed, certificates loaded, pools created.
+//! Every problem found is reported with its key path and line, all at once.
+//! A request takes one `Arc<Gateway>` from the [`GatewayHandle`] when it
+//! starts and uses it to the end, so a reload never shows a request half old
+//! and half new config.
+//!
+//! Listener addresses, TLS listeners and thread counts are structural: they
+//! are fixed when the server starts and change only with a graceful upgrade.
+//! They are compiled into [`ListenerPlan`], apart from the swappable snapshot.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::ToSocketAddrs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::{ArcSwap, Guard};
+use prometheus::Histogram;
+use sha2::{Digest, Sha256};
+
+use crate::config::{join_key, ConfigError, LoadedConfig, Problem, SourceMap};
+use crate::observe::{AccessLogTarget, METRICS};
+use crate::router::{PathMatch, RouteSpec, Router};
+use crate::tls::{CertEntry, CertStore};
+use crate::transform::{CorsPolicy, HeaderOps};
+use crate::upstream::Pool;
+
+/// A route after compilation.
+pub struct Route {
+    pub name: String,
+    pub pool: Arc<Pool>,
+    /// Remove the matched prefix before forwarding.
+    pub strip_prefix: bool,
+    pub request_ops: HeaderOps,
+    pub response_ops: HeaderOps,
+    pub cors: Option<Arc<CorsPolicy>>,
+    /// This route's latency histogram, looked up once here instead of per request.
+    pub duration: Histogram,
+}
+
+/// Per-request limits from `[server]`.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    pub max_request_body: u64,
+    pub max_header_size: usize,
+    /// Idle time allowed between requests on a client keep-alive connection.
+    pub keepalive_timeout_secs: u64,
+}
+
+/// The compiled snapshot one request works with.
+pub struct Gateway {
+    pub router: Router,
+    pub routes: Vec<Arc<Route>>,
+    pub pools: BTreeMap<String, Arc<Pool>>,
+    pub limits: RequestLimits,
+    pub access_log: AccessLogTarget,
+    /// sha256 of the config text, shown on /status.
+    pub config_hash: String,
+    pub loaded_at: SystemTime,
+    pub source: PathBuf,
+}
+
+/// A TLS listener to open at start.
+pub struct TlsListenerPlan {
+    pub listen: String,
+    pub certs: CertStore,
+    pub h2: bool,
+}
+
+/// What the server opens at start (changes need a graceful upgrade).
+pub struct ListenerPlan {
+    pub listen: Vec<String>,
+    pub admin_listen: Option<String>,
+    pub tls: Vec<TlsListenerPlan>,
+    pub threads: usize,
+    pub h2c: bool,
+    pub grace_period: Duration,
+    pub pid_file: String,
+    pub upgrade_socket: String,
+}
+
+/// Output of [`compile`].
+pub struct Compiled {
+    pub gateway: Gateway,
+    pub listeners: ListenerPlan,
+}
+
+/// The live snapshot; swapped whole on reload.
+pub struct GatewayHandle {
+    current: ArcSwap<Gateway>,
+}
+
+impl GatewayHandle {
+    pub fn new(gateway: Gateway) -> GatewayHandle {
+        GatewayHandle {
+            current: ArcSwap::from_pointee(gateway),
+        }
+    }
+
+    /// A cheap, short-lived view of the current snapshot.
+    pub fn load(&self) -> Guard<Arc<Gateway>> {
+        self.current.load()
+    }
+
+    /// The current snapshot, held for as long as the caller needs it.
+    pub fn snapshot(&self) -> Arc<Gateway> {
+        self.current.load_full()
+    }
+
+    pub fn store(&self, gateway: Gateway) {
+        self.current.store(Arc::new(gateway));
+    }
+}
+
+/// Resolves a path from the config against the config file's folder.
+pub fn resolve_path(base_dir: &Path, p: &str) -> PathBuf {
+    let path = Path::new(p);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base_dir.join(path)
+    }
+}
+
+struct Ctx<'a> {
+    map: &'a SourceMap,
+    problems: Vec<Problem>,
+}
+
+impl Ctx<'_> {
+    fn err(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+        let p = self.map.problem(path, msg);
+        self.problems.push(p);
+    }
+}
+
+const METHOD_TOKENS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT",
+];
+
+/// Compiles a loaded file into a snapshot and a listener plan.
+pub fn compile(loaded: &LoadedConfig) -> Result<Compiled, ConfigError> {
+    let cfg = &loaded.config;
+    let mut cx = Ctx {
+        map: &loaded.source_map,
+        problems: Vec::new(),
+    };
+
+    // --- [server] ---------------------------------------------------------
+    let server = &cfg.server;
+    let mut seen_addrs = HashSet::new();
+    let mut check_addr = |cx: &mut Ctx, path: String, addr: &str| {
+        let resolves = addr.to_socket_addrs().map(|mut it| it.next().is_some());
+        match resolves {
+            Ok(true) => {}
+            _ => cx.err(
+                path.clone(),
+                format!("{addr:?} is not a listen address like \"127.0.0.1:8080\" or \"[::]:443\""),
+            ),
+        }
+        if !seen_addrs.insert(addr.to_string()) {
+            cx.err(path, format!("{addr:?} is listened on twice"));
+        }
+    };
+    if server.listen.is_empty() && server.tls.is_empty() {
+        cx.err(
+            "server.listen",
+            "no listener: give server.listen or a [[server.tls]] block",
+        );
+    }
+    for (i, a) in server.listen.iter().enumerate() {
+        check_addr(&mut cx, format!("server.listen[{i}]"), a);
+    }
+    if let Some(a) = &server.admin_listen {
+        check_addr(&mut cx, "server.admin_listen".into(), a);
+    }
+    let mut tls_plans = Vec::new();
+    for (i, t) in server.tls.iter().enumerate() {
+        check_addr(&mut cx, format!("server.tls[{i}].listen"), &t.listen);
+        if t.certs.is_empty() {
+            cx.err(
+                format!("server.tls[{i}].certs"),
+                "a TLS listener needs at least one certificate",
+            );
+        }
+        let mut entries = Vec::new();
+        for (j, c) in t.certs.iter().enumerate() {
+            let cert = resolve_path(&loaded.base_dir, &c.cert);
+            let key = resolve_path(&loaded.base_dir, &c.key);
+            match CertEntry::load(&cert, &key) {
+                Ok(e) => entries.push(e),
+                Err(e) => {
+                    let field = match e {
+                        crate::tls::CertError::Key { .. }
+                        | crate::tls::CertError::Mismatch { .. } => "key",
+                        crate::tls::CertError::Read { ref path, .. }
+                            if *path == key.display().to_string() =>
+                        {
+                            "key"
+                        }
+                        _ => "cert",
+                    };
+                    cx.err(format!("server.tls[{i}].certs[{j}].{field}"), e.to_string());
+                }
+            }
+        }
+        tls_plans.push(TlsListenerPlan {
+            listen: t.listen.clone(),
+            certs: CertStore { entries },
+            h2: t.h2,
+        });
+    }
+    if server.threads > 1024 {
+        cx.err("server.threads", "at most 1024 threads (0 = one per core)");
+    }
+    let max_header_size = usize::try_from(server.max_header_size.as_u64()).unwrap_or(usize::MAX);
+    if max_header_size < 1024 {
+        cx.err("server.max_header_size", "must be at least 1KiB");
+    }
+    let access_log = AccessLogTarget::parse(&server.access_log, &loaded.base_dir);
+    if let AccessLogTarget::File(p) = &access_log {
+        if let Some(dir) = p.parent() {
+            if !dir.as_os_str().is_empty() && !dir.is_dir() {
+                cx.err(
+                    "server.access_log",
+                    format!(
+                        "folder {} does not exist (use \"stdout\", \"off\" or a file path)",
+                        dir.display()
+                    ),
+                );
+            }
+        }
+    }
+
+    // --- [upstreams.*] ----------------------------------------------------
+    let mut pools = BTreeMap::new();
+    for (name, up) in &cfg.upstreams {
+        let path = join_key("upstreams", name);
+        if let Some(hc) = &up.health_check {
+            if let Some(p) = &hc.path {
+                if !p.starts_with('/') || p.parse::<http::Uri>().is_err() {
+                    cx.err(
+                        format!("{path}.health_check.path"),
+                        format!("{p:?} must be a path starting with '/'"),
+                    );
+                }
+            }
+            if hc.interval.is_zero() {
+                cx.err(
+                    format!("{path}.health_check.interval"),
+                    "must be greater than 0",
+                );
+            }
+            if hc.healthy_threshold == 0 || hc.unhealthy_threshold == 0 {
+                cx.err(
+                    format!("{path}.health_check"),
+                    "thresholds must be at least 1",
+                );
+            }
+        }
+        if up.connect_timeout.is_zero() || up.read_timeout.is_zero() || up.write_timeout.is_zero() {
+            cx.err(path.clone(), "timeouts must be greater than 0");
+        }
+        match Pool::build(name, up) {
+            Ok(pool) => {
+                pools.insert(name.clone(), Arc::new(pool));
+            }
+            Err(e) => {
+                let at = match e {
+                    crate::upstream::PoolError::Resolve { .. } => format!("{path}.targets"),
+                    _ => path.clone(),
+                };
+                cx.err(at, e.to_string());
+            }
+        }
+    }
+
+    // --- [transforms.*] and [cors.*] -------------------------------------
+    let mut transforms: BTreeMap<&str, (HeaderOps, HeaderOps)> = BTreeMap::new();
+    for (name, t) in &cfg.transforms {
+        let path = join_key("transforms", name);
+        let mut build = |dir: &str, sec: &crate::config::HeaderOpsSection| {
+            let mut ops = HeaderOps::default();
+            for h in &sec.remove_headers {
+                if let Err(e) = ops.push_remove(h) {
+                    cx.err(format!("{path}.{dir}.remove_headers"), e.to_string());
+                }
+            }
+            for (k, v) in &sec.set_headers {
+                if let Err(e) = ops.push_set(k, v) {
+                    cx.err(format!("{path}.{dir}.set_headers"), e.to_string());
+                }
+            }
+            for (k, v) in &sec.add_headers {
+                if let Err(e) = ops.push_add(k, v) {
+                    cx.err(format!("{path}.{dir}.add_headers"), e.to_string());
+                }
+            }
+            ops
+        };
+        let req = build("request", &t.request);
+        let resp = build("response", &t.response);
+        transforms.insert(name.as_str(), (req, resp));
+    }
+    let mut cors = BTreeMap::new();
+    for (name, c) in &cfg.cors {
+        let path = join_key("cors", name);
+        for m in &c.allow_methods {
+            if !is_method_token(m) {
+                cx.err(
+                    format!("{path}.allow_methods"),
+                    format!("{m:?} is not an HTTP method"),
+                );
+            }
+        }
+        match CorsPolicy::new(
+            name,
+            &c.allow_origins,
+            &c.allow_methods,
+            &c.allow_headers,
+            &c.expose_headers,
+            c.allow_credentials,
+            c.max_age,
+        ) {
+            Ok(p) => {
+                cors.insert(name.as_str(), Arc::new(p));
+            }
+            Err(e) => cx.err(path, e),
+        }
+    }
+
+    // --- [[routes]] -------------------------------------------------------
+    let mut specs = Vec::new();
+    let mut routes = Vec::new();
+    let mut names = HashSet::new();
+    if cfg.routes.is_empty() {
+        cx.err("routes", "no [[routes]]: every request would get 404");
+    }
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        if r.name.trim().is_empty() {
+            cx.err(
+                format!("{path}.name"),
+                "a route needs a name (used in logs and metrics)",
+            );
+        } else if !names.insert(r.name.as_str()) {
+            cx.err(
+                format!("{path}.name"),
+                format!("route name {:?} is used twice", r.name),
+            );
+        }
+        let path_match = match (&r.path, &r.path_prefix, &r.path_regex) {
+            (Some(p), None, None) => Some(("path", PathMatch::Exact(p.clone()))),
+            (None, Some(p), None) => Some(("path_prefix", PathMatch::Prefix(p.clone()))),
+            (None, None, Some(p)) => Some(("path_regex", PathMatch::Regex(p.clone()))),
+            (None, None, None) => {
+                // No path given: the route matches every path.
+                Some(("path_prefix", PathMatch::Prefix("/".into())))
+            }
+            _ => {
+                cx.err(
+                    path.clone(),
+                    "give only one of path, path_prefix, path_regex",
+                );
+                None
+            }
+        };
+        if let Some((key, pm)) = &path_match {
+            match pm {
+                PathMatch::Exact(p) | PathMatch::Prefix(p) => {
+                    if !p.starts_with('/') {
+                        cx.err(
+                            format!("{path}.{key}"),
+                            format!("{p:?} must start with '/'"),
+                        );
+                    } else if let Ok(n) = crate::router::normalize_path(p) {
+                        if n != *p && n.trim_end_matches('/') != p.trim_end_matches('/') {
+                            cx.err(
+                                format!("{path}.{key}"),
+                                format!(
+                                    "{p:?} is not in normal form (requests are matched as {n:?})"
+                                ),
+                            );
+                        }
+                    } else {
+                        cx.err(
+                            format!("{path}.{key}"),
+                            format!("{p:?} has a malformed percent-escape"),
+                        );
+                    }
+                }
+                PathMatch::Regex(re) => {
+                    if let Err(e) = regex::Regex::new(re) {
+                        cx.err(format!("{path}.path_regex"), format!("invalid regex: {e}"));
+                    }
+                }
+            }
+        }
+        if r.strip_prefix && !matches!(path_match, Some((_, PathMatch::Prefix(_)))) {
+            cx.err(
+                format!("{path}.strip_prefix"),
+                "strip_prefix needs path_prefix",
+            );
+        }
+        let methods = r.methods.as_ref().map(|ms| {
+            let mut out = Vec::new();
+            for m in ms {
+                let up = m.to_ascii_uppercase();
+                if !is_method_token(&up) {
+                    cx.err(
+                        format!("{path}.methods"),
+                        format!("{m:?} is not an HTTP method"),
+                    );
+                }
+                out.push(up);
+            }
+            out
+        });
+        if matches!(&methods, Some(m) if m.is_empty()) {
+            cx.err(
+                format!("{path}.methods"),
+                "an empty list allows no method; remove the key to allow all",
+            );
+        }
+        let mut hosts = Vec::new();
+        for h in &r.host.0 {
+            let lower = h.to_ascii_lowercase();
+            let body = lower.strip_prefix("*.").unwrap_or(&lower);
+            let ok = !body.is_empty()
+                && !body.contains('*')
+                && !body.contains(':')
+                && body
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+            if !ok {
+                cx.err(
+                    format!("{path}.host"),
+                    format!("{h:?} is not a host name (\"api.example.com\" or \"*.example.com\", no port)"),
+                );
+            }
+            hosts.push(lower);
+        }
+        let pool = match pools.get(&r.upstream) {
+            Some(p) => Some(p.clone()),
+            None => {
+                if !cfg.upstreams.contains_key(&r.upstream) {
+                    cx.err(
+                        format!("{path}.upstream"),
+                        format!(
+                            "no [upstreams.{}] block (defined: {})",
+                            r.upstream,
+                            list(cfg.upstreams.keys())
+                        ),
+                    );
+                }
+                None
+            }
+        };
+        let mut request_ops = HeaderOps::default();
+        let mut response_ops = HeaderOps::default();
+        for t in &r.transform.0 {
+            match transforms.get(t.as_str()) {
+                Some((req, resp)) => {
+                    request_ops.extend(req);
+                    response_ops.extend(resp);
+                }
+                None => cx.err(
+                    format!("{path}.transform"),
+                    format!(
+                        "no [transforms.{t}] block (defined: {})",
+                        list(cfg.transforms.keys())
+                    ),
+                ),
+            }
+        }
+        let route_cors = match &r.cors {
+            Some(c) => match cors.get(c.as_str()) {
+                Some(p) => Some(p.clone()),
+                None => {
+                    if !cfg.cors.contains_key(c) {
+                        cx.err(
+                            format!("{path}.cors"),
+                            format!("no [cors.{c}] block (defined: {})", list(cfg.cors.keys())),
+                        );
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
+        if let (Some(pool), Some((_, pm))) = (pool, path_match) {
+            specs.push(RouteSpec {
+                hosts,
+                path: pm,
+                methods,
+            });
+            routes.push(Arc::new(Route {
+                name: r.name.clone(),
+                pool,
+                strip_prefix: r.strip_prefix,
+                request_ops,
+                response_ops,
+                cors: route_cors,
+                duration: METRICS.duration.with_label_values(&[r.name.as_str()]),
+            }));
+        }
+    }
+    for name in cfg.upstreams.keys() {
+        if !cfg.routes.iter().any(|r| &r.upstream == name) {
+            log::warn!("upstreams.{name} is not used by any route");
+        }
+    }
+
+    let router = match Router::new(&specs) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            cx.err("routes", format!("regex set failed to build: {e}"));
+            None
+        }
+    };
+
+    if !cx.problems.is_empty() {
+        let mut problems = cx.problems;
+        problems.sort_by_key(|p| (p.line, p.column));
+        return Err(ConfigError {
+            file: loaded.path.clone(),
+            problems,
+        });
+    }
+    let Some(router) = router else {
+        return Err(ConfigError {
+            file: loaded.path.clone(),
+            problems: vec![],
+        });
+    };
+
+    let threads = if server.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        server.threads
+    };
+    Ok(Compiled {
+        gateway: Gateway {
+            router,
+            routes,
+            pools,
+            limits: RequestLimits {
+                max_request_body: server.max_request_body.as_u64(),
+                max_header_size,
+                keepalive_timeout_secs: server.keepalive_timeout.as_secs().max(1),
+            },
+            access_log,
+            config_hash: hex::encode(Sha256::digest(loaded.text.as_bytes())),
+            loaded_at: SystemTime::now(),
+            source: loaded.path.clone(),
+        },
+        listeners: ListenerPlan {
+            listen: server.listen.clone(),
+            admin_listen: server.admin_listen.clone(),
+            tls: tls_plans,
+            threads,
+            h2c: server.h2c,
+            grace_period: server.grace_period,
+            pid_file: server.pid_file.clone(),
+            upgrade_socket: server.upgrade_socket.clone(),
+        },
+    })
+}
+
+fn is_method_token(m: &str) -> bool {
+    METHOD_TOKENS.contains(&m)
+        || (!m.is_empty()
+            && m.bytes()
+                .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_'))
+}
+
+fn list<'a>(keys: impl Iterator<Item = &'a String>) -> String {
+    let v: Vec<&str> = keys.map(String::as_str).collect();
+    if v.is_empty() {
+        "none".to_string()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// Loads, type-checks and compiles a file: what `run` and `check` share.
+pub fn load_and_compile(path: &Path) -> Result<(LoadedConfig, Compiled), ConfigError> {
+    let loaded = crate::config::load_file(path)?;
+    let compiled = compile(&loaded)?;
+    Ok((loaded, compiled))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_str;
+
+    fn compile_str(text: &str) -> Result<Compiled, ConfigError> {
+        let loaded = parse_str(text, Path::new("t.toml"), Path::new(".")).map_err(|e| {
+            panic!("type errors in test config: {e}");
+        })?;
+        compile(&loaded)
+    }
+
+    const BASE: &str = "[upstreams.a]\ntargets = [\"127.0.0.1:9\"]\n";
+
+    #[test]
+    fn compiles_a_minimal_config() {
+        let c = compile_str(&format!(
+            "{BASE}[[routes]]\nname = \"r\"\nupstream = \"a\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.gateway.routes.len(), 1);
+        assert_eq!(c.gateway.config_hash.len(), 64);
+        assert!(c.listeners.threads >= 1);
+    }
+
+    #[test]
+    fn reports_every_reference_problem_with_lines() {
+        let text = format!(
+            "{BASE}\n[[routes]]\nname = \"r\"\nupstream = \"nope\"\n\n[[routes]]\nname = \"r\"\npath = \"/x\"\nstrip_prefix = true\nupstream = \"a\"\ntransform = \"t\"\ncors = \"c\"\nmethods = [\"get\", \"no way\"]\n"
+        );
+        let err = match compile_str(&text) {
+            Err(e) => e,
+            Ok(_) => panic!("should fail"),
+        };
+        let paths: Vec<(&str, usize)> = err
+            .problems
+            .iter()
+            .map(|p| (p.path.as_str(), p.line))
+            .collect();
+        assert_eq!(
+            paths,
+            vec![
+                ("routes[0].upstream", 6),
+                ("routes[1].name", 9),
+                ("routes[1].strip_prefix", 11),
+                ("routes[1].transform", 13),
+                ("routes[1].cors", 14),
+                ("routes[1].methods", 15),
+            ],
+            "{err}"
+        );
+        assert!(err.problems[0].message.contains("upstreams.nope"), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_paths_hosts_and_targets() {
+        let text = "[upstreams.a]\ntargets = [\"nonsense\"]\n[[routes]]\nname = \"r\"\nhost = \"api.example.com:80\"\npath_prefix = \"pay\"\nupstream = \"a\"\n[[routes]]\nname = \"s\"\npath_regex = \"([\"\npath = \"/x\"\nupstream = \"a\"\n";
+        let err = match compile_str(text) {
+            Err(e) => e,
+            Ok(_) => panic!("should fail"),
+        };
+        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "upstreams.a.targets",
+                "routes[0].host",
+                "routes[0].path_prefix",
+                "routes[1]"
+            ],
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_cert_files_name_the_key() {
+        let text = format!("[server]\n[[server.tls]]\nlisten = \"127.0.0.1:0\"\ncerts = [{{ cert = \"/nonexistent/a.pem\", key = \"/nonexistent/a.key\" }}]\n{BASE}[[routes]]\nname = \"r\"\nupstream = \"a\"\n");
+        let err = match compile_str(&text) {
+            Err(e) => e,
+            Ok(_) => panic!("should fail"),
+        };
+        assert_eq!(err.problems[0].path, "server.tls[0].certs[0].cert", "{err}");
+        assert_eq!(err.problems[0].line, 4, "{err}");
+    }
+}

@@ -1,0 +1,181 @@
+//! What the gateway tells its operators: Prometheus metrics and the JSON
+//! access log.
+//!
+//! Metrics live in the `prometheus` crate's default registry (the same major,
+//! 0.14, that `pingora-prometheus` uses) and are rendered by the admin
+//! listener. The access log is one JSON object per line; lines are handed to
+//! a writer thread through a bounded channel so a slow disk or a blocked
+//! stdout pipe never stalls a request (lines are dropped and counted
+//! instead). The writer thread starts on first use, after Pingora's daemon
+//! fork. Credentials are never written: the log takes only the fields listed
+//! in [`AccessLogEntry`], none of which carries a header value.
+
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Write};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{LazyLock, OnceLock};
+
+use prometheus::{
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge_vec,
+    HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
+};
+use serde::Serialize;
+
+/// All of the gateway's metrics.
+pub struct Metrics {
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub upstream_healthy: IntGaugeVec,
+    pub access_log_dropped: IntCounter,
+}
+
+// Registration only fails on a duplicate name, which would be a programming
+// error caught by every test run; nothing a user controls reaches it.
+#[allow(clippy::expect_used)]
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    requests: register_int_counter_vec!(
+        "frontdesk_requests_total",
+        "Requests answered, by route, method and status",
+        &["route", "method", "status"]
+    )
+    .expect("register frontdesk_requests_total"),
+    duration: register_histogram_vec!(
+        "frontdesk_request_duration_seconds",
+        "Time from request header to the end of the response, by route",
+        &["route"],
+        vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+    )
+    .expect("register frontdesk_request_duration_seconds"),
+    upstream_healthy: register_int_gauge_vec!(
+        "frontdesk_upstream_healthy",
+        "1 when a target passes its health check, 0 when it is taken out",
+        &["upstream", "target"]
+    )
+    .expect("register frontdesk_upstream_healthy"),
+    access_log_dropped: register_int_counter!(
+        "frontdesk_access_log_dropped_total",
+        "Access log lines dropped because the writer could not keep up"
+    )
+    .expect("register frontdesk_access_log_dropped_total"),
+});
+
+/// Renders every registered metric in the Prometheus text format.
+pub fn render_metrics() -> String {
+    LazyLock::force(&METRICS);
+    let families = prometheus::gather();
+    prometheus::TextEncoder::new()
+        .encode_to_string(&families)
+        .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"))
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+impl AccessLogTarget {
+    pub fn parse(value: &str, base_dir: &std::path::Path) -> AccessLogTarget {
+        match value {
+            "off" | "" => AccessLogTarget::Off,
+            "stdout" | "-" => AccessLogTarget::Stdout,
+            path => AccessLogTarget::File(base_dir.join(path)),
+        }
+    }
+}
+
+/// One access log line. Only these fields are ever logged.
+#[derive(Debug, Serialize)]
+pub struct AccessLogEntry<'a> {
+    pub time: String,
+    pub client: Option<IpAddr>,
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub bytes: usize,
+    pub duration_ms: f64,
+    pub route: Option<&'a str>,
+    pub upstream: Option<&'a str>,
+    pub target: Option<String>,
+    pub request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+const ACCESS_LOG_QUEUE: usize = 65_536;
+
+struct Writer {
+    tx: SyncSender<Vec<u8>>,
+}
+
+static WRITER: OnceLock<Option<Writer>> = OnceLock::new();
+
+/// Sends one line to the access log (if enabled). Never blocks.
+pub fn write_access_log(target: &AccessLogTarget, entry: &AccessLogEntry<'_>) {
+    if *target == AccessLogTarget::Off {
+        return;
+    }
+    let writer = WRITER.get_or_init(|| start_writer(target));
+    let Some(writer) = writer else { return };
+    let mut line = Vec::with_capacity(256);
+    if serde_json::to_writer(&mut line, entry).is_err() {
+        return;
+    }
+    line.push(b'\n');
+    match writer.tx.try_send(line) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+            METRICS.access_log_dropped.inc();
+        }
+    }
+}
+
+fn start_writer(target: &AccessLogTarget) -> Option<Writer> {
+    let sink: Box<dyn Write + Send> = match target {
+        AccessLogTarget::Off => return None,
+        AccessLogTarget::Stdout => Box::new(std::io::stdout()),
+        AccessLogTarget::File(path) => {
+            match OpenOptions::new().create(true).append(true).open(path) {
+                Ok(f) => Box::new(f),
+                Err(e) => {
+                    log::error!("access log {}: {e}; access logging is off", path.display());
+                    return None;
+                }
+            }
+        }
+    };
+    let (tx, rx) = sync_channel(ACCESS_LOG_QUEUE);
+    let spawned = std::thread::Builder::new()
+        .name("access-log".into())
+        .spawn(move || drain_lines(rx, sink));
+    match spawned {
+        Ok(_) => Some(Writer { tx }),
+        Err(e) => {
+            log::error!("cannot start the access log writer: {e}");
+            None
+        }
+    }
+}
+
+/// Writes lines as they come, flushing whenever the queue runs dry so a line
+/// is never held back waiting for the next request.
+fn drain_lines(rx: Receiver<Vec<u8>>, sink: Box<dyn Write + Send>) {
+    let mut out = BufWriter::with_capacity(64 * 1024, sink);
+    while let Ok(line) = rx.recv() {
+        let _ = out.write_all(&line);
+        while let Ok(more) = rx.try_recv() {
+            let _ = out.write_all(&more);
+        }
+        let _ = out.flush();
+    }
+}
+
+/// RFC 3339 UTC timestamp with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}

@@ -1,0 +1,690 @@
+//! The Pingora `ProxyHttp` implementation: the one room that holds a
+//! `Session`. It walks a request through the policy rooms in the order the
+//! design fixes and turns their verdicts into responses:
+//!
+//! * `request_filter`: snapshot, request id, header-size and path checks,
+//!   route match (404/405), CORS preflight (answered here, never forwarded),
+//!   body-size check (413), path rewrite decided.
+//! * `upstream_peer` / `fail_to_connect`: a healthy target from the route's
+//!   pool; connect failures retry another target up to `retries`.
+//! * `upstream_request_filter`: rewritten path, header transforms,
+//!   X-Forwarded-*, X-Request-Id.
+//! * `response_filter`: header transforms, CORS headers, X-Request-Id.
+//! * `fail_to_proxy`: every error becomes a JSON body with the right status
+//!   (502 upstream failure, 503 no healthy target, 504 timeout).
+//! * `logging`: metrics and the access log line, exactly once per request.
+//!
+//! Everything a later step needs is decided once and kept in [`RequestCtx`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Uri};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::FailToProxy;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{ErrorSource, ErrorType};
+
+use crate::gateway::{Gateway, GatewayHandle, Route};
+use crate::observe::{self, AccessLogEntry, METRICS};
+use crate::router::{normalize_host, normalize_path, RouteMatch};
+use crate::transform::{CorsVerdict, HeaderSink, PreflightVerdict};
+use crate::upstream::HashOn;
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The gateway's proxy service.
+pub struct Frontdesk {
+    pub handle: Arc<GatewayHandle>,
+}
+
+/// What earlier steps decided about one request.
+pub struct RequestCtx {
+    start: Instant,
+    gateway: Option<Arc<Gateway>>,
+    route: Option<Arc<Route>>,
+    request_id: String,
+    /// Normalized host, for logs and X-Forwarded-Host.
+    host: String,
+    /// The path the upstream gets, when it differs from the client's.
+    upstream_uri: Option<Uri>,
+    client_ip: Option<IpAddr>,
+    tls: bool,
+    /// Targets tried so far (the last one is the current attempt).
+    tried: Vec<SocketAddr>,
+    /// Why the request failed, in words for the JSON body.
+    failure: Option<(u16, String)>,
+    cors_headers: Vec<(HeaderName, HeaderValue)>,
+    vary_origin: bool,
+    /// Request body bytes seen so far (for chunked bodies and the 413 cap).
+    body_bytes: u64,
+}
+
+impl RequestCtx {
+    fn pool_name(&self) -> &str {
+        self.route
+            .as_ref()
+            .map(|r| r.pool.name.as_str())
+            .unwrap_or("-")
+    }
+}
+
+/// A request id the client sent is kept when it is short and plain.
+fn valid_request_id(v: &HeaderValue) -> Option<&str> {
+    let b = v.as_bytes();
+    if b.is_empty() || b.len() > 128 {
+        return None;
+    }
+    b.iter()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+        .then(|| v.to_str().ok())
+        .flatten()
+}
+
+fn new_request_id() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
+/// Bytes of the request line and headers as they arrived (close enough for a cap).
+fn header_block_size(req: &RequestHeader) -> usize {
+    let line =
+        req.method.as_str().len() + req.uri.path_and_query().map_or(1, |p| p.as_str().len()) + 12;
+    req.headers
+        .iter()
+        .fold(line, |acc, (k, v)| acc + k.as_str().len() + v.len() + 4)
+}
+
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        // Anything else is client-chosen text: one label keeps the metric bounded.
+        _ => "OTHER",
+    }
+}
+
+impl HeaderSink for RequestHeader {
+    fn remove(&mut self, name: &HeaderName) {
+        self.remove_header(name);
+    }
+    fn set(&mut self, name: &HeaderName, value: HeaderValue) {
+        let _ = self.insert_header(name.clone(), value);
+    }
+    fn append(&mut self, name: &HeaderName, value: HeaderValue) {
+        let _ = self.append_header(name.clone(), value);
+    }
+}
+
+impl HeaderSink for ResponseHeader {
+    fn remove(&mut self, name: &HeaderName) {
+        self.remove_header(name);
+    }
+    fn set(&mut self, name: &HeaderName, value: HeaderValue) {
+        let _ = self.insert_header(name.clone(), value);
+    }
+    fn append(&mut self, name: &HeaderName, value: HeaderValue) {
+        let _ = self.append_header(name.clone(), value);
+    }
+}
+
+/// Writes a JSON error (or an empty 204) straight to the client.
+async fn respond(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+    message: Option<&str>,
+    extra: &[(HeaderName, HeaderValue)],
+) -> Result<()> {
+    let body = message.map(|m| {
+        serde_json::json!({ "error": m, "status": status, "request_id": ctx.request_id })
+            .to_string()
+    });
+    if let Some(m) = message {
+        ctx.failure = Some((status, m.to_string()));
+    }
+    let mut resp = ResponseHeader::build(status, Some(6 + extra.len()))?;
+    if let Some(b) = &body {
+        resp.insert_header(header::CONTENT_TYPE, "application/json")?;
+        resp.insert_header(header::CONTENT_LENGTH, b.len())?;
+    } else if status != 204 && status != 304 {
+        resp.insert_header(header::CONTENT_LENGTH, 0)?;
+    }
+    resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.as_str())?;
+    for (k, v) in extra.iter().chain(ctx.cors_headers.iter()) {
+        resp.append_header(k.clone(), v.clone())?;
+    }
+    if ctx.vary_origin {
+        resp.append_header(header::VARY, "Origin")?;
+    }
+    // An unread request body would be drained before the connection is
+    // reused; closing is cheaper and safe.
+    if !session.as_downstream_mut().is_body_empty() {
+        session.set_keepalive(None);
+    }
+    match body {
+        Some(b) => {
+            session.write_response_header(Box::new(resp), false).await?;
+            session
+                .write_response_body(Some(Bytes::from(b)), true)
+                .await?;
+        }
+        None => session.write_response_header(Box::new(resp), true).await?,
+    }
+    Ok(())
+}
+
+/// Status and message for an error that ended a request.
+fn classify(e: &Error, ctx: &RequestCtx) -> (u16, String) {
+    let pool = ctx.pool_name();
+    let target = ctx
+        .tried
+        .last()
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| "-".into());
+    let timeout_of = |which: &str, d: Option<Duration>| {
+        let d = d
+            .map(|d| humantime::format_duration(d).to_string())
+            .unwrap_or_default();
+        format!("upstream '{pool}' target {target} did not answer within {which} {d}")
+    };
+    let settings = ctx.route.as_ref().map(|r| &r.pool.settings);
+    match (e.esource(), e.etype()) {
+        (_, ErrorType::HTTPStatus(code)) => {
+            let msg = match &ctx.failure {
+                Some((c, m)) if c == code => m.clone(),
+                _ => http::StatusCode::from_u16(*code)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+                    .unwrap_or("error")
+                    .to_ascii_lowercase(),
+            };
+            (*code, msg)
+        }
+        (ErrorSource::Upstream, ErrorType::ConnectTimedout) => (
+            504,
+            timeout_of("connect_timeout", settings.map(|s| s.connect_timeout)),
+        ),
+        (ErrorSource::Upstream, ErrorType::ReadTimedout) => (
+            504,
+            timeout_of("read_timeout", settings.map(|s| s.read_timeout)),
+        ),
+        (ErrorSource::Upstream, ErrorType::WriteTimedout) => (
+            504,
+            timeout_of("write_timeout", settings.map(|s| s.write_timeout)),
+        ),
+        (ErrorSource::Upstream, et) => (
+            502,
+            format!("upstream '{pool}' target {target} failed: {}", describe(et)),
+        ),
+        (
+            ErrorSource::Downstream,
+            ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
+        ) => (0, "client closed the connection".into()),
+        (ErrorSource::Downstream, ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
+            (408, "the client was too slow sending the request".into())
+        }
+        (ErrorSource::Downstream, _) => {
+            (400, format!("malformed request: {}", describe(e.etype())))
+        }
+        _ => (500, format!("internal error: {}", describe(e.etype()))),
+    }
+}
+
+fn describe(et: &ErrorType) -> &'static str {
+    match et {
+        ErrorType::ConnectRefused => "connection refused",
+        ErrorType::ConnectNoRoute => "no route to host",
+        ErrorType::TLSHandshakeFailure | ErrorType::HandshakeError => "TLS handshake failed",
+        ErrorType::InvalidCert => "invalid certificate",
+        ErrorType::ConnectionClosed => "connection closed before a complete response",
+        ErrorType::InvalidHTTPHeader => "invalid HTTP header",
+        ErrorType::H1Error | ErrorType::H2Error | ErrorType::InvalidH2 => "HTTP protocol error",
+        ErrorType::ReadError => "read error",
+        ErrorType::WriteError => "write error",
+        other => other.as_str(),
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Frontdesk {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            start: Instant::now(),
+            gateway: None,
+            route: None,
+            request_id: String::new(),
+            host: String::new(),
+            upstream_uri: None,
+            client_ip: None,
+            tls: false,
+            tried: Vec::new(),
+            failure: None,
+            cors_headers: Vec::new(),
+            vary_origin: false,
+            body_bytes: 0,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let gw = self.handle.snapshot();
+        ctx.gateway = Some(gw.clone());
+        // Pingora sets 60 s (or None while shutting down); apply ours.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(gw.limits.keepalive_timeout_secs));
+        }
+        ctx.client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+
+        let req = session.req_header();
+        ctx.request_id = match req.headers.get(&X_REQUEST_ID).and_then(valid_request_id) {
+            Some(id) => id.to_string(),
+            None => new_request_id(),
+        };
+
+        if header_block_size(req) > gw.limits.max_header_size {
+            let msg = format!(
+                "request headers exceed server.max_header_size ({} bytes)",
+                gw.limits.max_header_size
+            );
+            respond(session, ctx, 431, Some(&msg), &[]).await?;
+            return Ok(true);
+        }
+
+        let path = match normalize_path(req.uri.path()) {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = e.to_string();
+                respond(session, ctx, 400, Some(&msg), &[]).await?;
+                return Ok(true);
+            }
+        };
+        let raw_host = req
+            .uri
+            .host()
+            .or_else(|| req.headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+            .unwrap_or("");
+        ctx.host = normalize_host(raw_host).into_owned();
+
+        // A CORS preflight is routed by the method it asks about, so a route
+        // limited to POST still gets its preflight answered.
+        let origin = req.headers.get(header::ORIGIN).cloned();
+        let preflight_method = (req.method == Method::OPTIONS && origin.is_some())
+            .then(|| req.headers.get(header::ACCESS_CONTROL_REQUEST_METHOD))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let method = req.method.as_str();
+        let mut verdict = gw.router.find(
+            &ctx.host,
+            &path,
+            preflight_method.as_deref().unwrap_or(method),
+        );
+        if preflight_method.is_some() {
+            if let RouteMatch::Found { route, .. } = verdict {
+                if gw.routes[route].cors.is_none() {
+                    // No CORS policy: an ordinary OPTIONS request.
+                    verdict = gw.router.find(&ctx.host, &path, method);
+                }
+            }
+        }
+        let (route, prefix_len) = match verdict {
+            RouteMatch::Found { route, prefix_len } => (gw.routes[route].clone(), prefix_len),
+            RouteMatch::NotFound => {
+                let msg = format!("no route matches {method} {}{path}", ctx.host);
+                respond(session, ctx, 404, Some(&msg), &[]).await?;
+                return Ok(true);
+            }
+            RouteMatch::MethodNotAllowed { allow } => {
+                let msg = format!("method {method} is not allowed here; allowed: {allow}");
+                let allow = HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static(""));
+                respond(session, ctx, 405, Some(&msg), &[(header::ALLOW, allow)]).await?;
+                return Ok(true);
+            }
+        };
+
+        if let (Some(cors), Some(origin)) = (&route.cors, &origin) {
+            ctx.vary_origin = cors.varies_on_origin();
+            if let Some(requested) = &preflight_method {
+                let req_headers = req.headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS);
+                let answer = cors.preflight(origin, requested, req_headers);
+                ctx.route = Some(route.clone());
+                match answer {
+                    PreflightVerdict::Allow(h) => respond(session, ctx, 204, None, &h).await?,
+                    PreflightVerdict::Deny(why) => {
+                        respond(session, ctx, 403, Some(&why), &[]).await?
+                    }
+                }
+                return Ok(true);
+            }
+            if let CorsVerdict::Allow(h) = cors.actual(origin) {
+                ctx.cors_headers = h;
+            }
+        } else if let Some(cors) = &route.cors {
+            ctx.vary_origin = cors.varies_on_origin();
+        }
+
+        let declared_len = req
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some(len) = declared_len {
+            if len > gw.limits.max_request_body {
+                let msg = format!(
+                    "request body of {len} bytes exceeds server.max_request_body ({} bytes)",
+                    gw.limits.max_request_body
+                );
+                ctx.route = Some(route);
+                respond(session, ctx, 413, Some(&msg), &[]).await?;
+                return Ok(true);
+            }
+        }
+
+        // The upstream sees the normalized path, minus the prefix if asked.
+        let forwarded_path: &str = if route.strip_prefix {
+            match &path[prefix_len..] {
+                "" => "/",
+                rest if rest.starts_with('/') => rest,
+                // A prefix of "/" strips nothing.
+                _ => &path,
+            }
+        } else {
+            &path
+        };
+        if forwarded_path != req.uri.path() {
+            let pq = match req.uri.query() {
+                Some(q) => format!("{forwarded_path}?{q}"),
+                None => forwarded_path.to_string(),
+            };
+            match Uri::try_from(pq) {
+                Ok(u) => ctx.upstream_uri = Some(u),
+                Err(_) => {
+                    respond(
+                        session,
+                        ctx,
+                        400,
+                        Some("the request path cannot be forwarded"),
+                        &[],
+                    )
+                    .await?;
+                    return Ok(true);
+                }
+            }
+        }
+        ctx.route = Some(route);
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route.clone() else {
+            return Error::e_explain(ErrorType::InternalError, "no route chosen");
+        };
+        let pool = &route.pool;
+        let key: Vec<u8> = match &pool.settings.hash_on {
+            HashOn::ClientIp => ctx
+                .client_ip
+                .map(|ip| ip.to_string().into_bytes())
+                .unwrap_or_default(),
+            HashOn::Path => session.req_header().uri.path().as_bytes().to_vec(),
+            HashOn::Header(name) => session
+                .req_header()
+                .headers
+                .get(name)
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default(),
+        };
+        match pool.select(&key, &ctx.tried) {
+            Some(addr) => {
+                ctx.tried.push(addr);
+                Ok(Box::new(pool.peer(addr)))
+            }
+            None if ctx.tried.is_empty() => {
+                let msg = format!(
+                    "upstream '{}' has no healthy target (all {} failed their health checks)",
+                    pool.name,
+                    pool.targets.len()
+                );
+                ctx.failure = Some((503, msg));
+                Error::e_explain(ErrorType::HTTPStatus(503), "no healthy target")
+            }
+            None => {
+                // Every healthy target was tried: report the last connect failure.
+                let (status, msg) = ctx
+                    .failure
+                    .clone()
+                    .unwrap_or((502, format!("upstream '{}' failed", pool.name)));
+                ctx.failure = Some((status, msg));
+                Error::e_explain(ErrorType::HTTPStatus(status), "all targets failed")
+            }
+        }
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.failure = Some(classify(&e, ctx));
+        let retries = ctx.route.as_ref().map_or(0, |r| r.pool.settings.retries);
+        if ctx.tried.len() <= retries {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(uri) = ctx.upstream_uri.clone() {
+            upstream.set_uri(uri);
+        }
+        if let Some(route) = &ctx.route {
+            route.request_ops.apply(upstream);
+        }
+        if let Some(ip) = ctx.client_ip {
+            let forwarded = match session.req_header().headers.get(&X_FORWARDED_FOR) {
+                Some(prev) => format!("{}, {ip}", String::from_utf8_lossy(prev.as_bytes())),
+                None => ip.to_string(),
+            };
+            upstream.insert_header(X_FORWARDED_FOR.clone(), forwarded)?;
+        }
+        upstream.insert_header(
+            X_FORWARDED_PROTO.clone(),
+            if ctx.tls { "https" } else { "http" },
+        )?;
+        if !ctx.host.is_empty() {
+            upstream.insert_header(X_FORWARDED_HOST.clone(), ctx.host.as_str())?;
+        }
+        upstream.insert_header(X_REQUEST_ID.clone(), ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(chunk), Some(gw)) = (body.as_ref(), ctx.gateway.as_ref()) {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > gw.limits.max_request_body {
+                let msg = format!(
+                    "request body exceeds server.max_request_body ({} bytes)",
+                    gw.limits.max_request_body
+                );
+                ctx.failure = Some((413, msg));
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(route) = &ctx.route {
+            route.response_ops.apply(resp);
+        }
+        for (k, v) in &ctx.cors_headers {
+            resp.insert_header(k.clone(), v.clone())?;
+        }
+        if ctx.vary_origin {
+            resp.append_header(header::VARY, "Origin")?;
+        }
+        resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let (status, message) = classify(e, ctx);
+        if status > 0 && session.response_written().is_none() {
+            session.set_keepalive(None);
+            if let Err(write_err) = respond(session, ctx, status, Some(&message), &[]).await {
+                log::debug!("could not send the error response: {write_err}");
+            }
+        }
+        ctx.failure = Some((status, message));
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+        // Client hang-ups and our own 4xx verdicts are not gateway errors.
+        matches!(e.etype(), ErrorType::HTTPStatus(c) if *c < 500)
+            || (e.esource() == &ErrorSource::Downstream && ctx.route.is_some())
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        // Background cache revalidations re-enter every hook; count a request once.
+        if session.as_downstream().is_subrequest() {
+            return;
+        }
+        let elapsed = ctx.start.elapsed();
+        let status = match session.response_written() {
+            Some(r) => r.status.as_u16(),
+            // Nothing was sent: the client went away first (nginx's 499).
+            None => ctx
+                .failure
+                .as_ref()
+                .map(|f| f.0)
+                .filter(|s| *s > 0)
+                .unwrap_or(499),
+        };
+        let req = session.req_header();
+        let route_name = ctx.route.as_ref().map(|r| r.name.as_str());
+        let mut status_buf = itoa_status(status);
+        METRICS
+            .requests
+            .with_label_values(&[
+                route_name.unwrap_or("-"),
+                method_label(&req.method),
+                status_str(&mut status_buf),
+            ])
+            .inc();
+        if let Some(route) = &ctx.route {
+            route.duration.observe(elapsed.as_secs_f64());
+        }
+        let Some(gw) = ctx.gateway.as_ref() else {
+            return;
+        };
+        let error = e.map(|e| e.etype().as_str().to_string());
+        observe::write_access_log(
+            &gw.access_log,
+            &AccessLogEntry {
+                time: observe::now_rfc3339(),
+                client: ctx.client_ip,
+                method: req.method.as_str(),
+                host: &ctx.host,
+                path: req.uri.path(),
+                status,
+                bytes: session.body_bytes_sent(),
+                duration_ms: elapsed.as_secs_f64() * 1000.0,
+                route: route_name,
+                upstream: ctx.route.as_ref().map(|r| r.pool.name.as_str()),
+                target: ctx.tried.last().map(|t| t.to_string()),
+                request_id: &ctx.request_id,
+                error,
+            },
+        );
+    }
+}
+
+/// Status code as text without allocating.
+fn itoa_status(status: u16) -> [u8; 3] {
+    let s = status.min(999);
+    [
+        b'0' + (s / 100) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]
+}
+
+fn status_str(buf: &mut [u8; 3]) -> &str {
+    std::str::from_utf8(buf).unwrap_or("000")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_validated() {
+        assert_eq!(
+            valid_request_id(&HeaderValue::from_static("abc-123_x.y:z")),
+            Some("abc-123_x.y:z")
+        );
+        assert_eq!(valid_request_id(&HeaderValue::from_static("")), None);
+        assert_eq!(valid_request_id(&HeaderValue::from_static("a b")), None);
+        assert_eq!(
+            valid_request_id(&HeaderValue::from_str(&"a".repeat(129)).unwrap()),
+            None
+        );
+        assert_eq!(new_request_id().len(), 32);
+    }
+
+    #[test]
+    fn status_text() {
+        let mut b = itoa_status(404);
+        assert_eq!(status_str(&mut b), "404");
+        let mut b = itoa_status(99);
+        assert_eq!(status_str(&mut b), "099");
+    }
+}

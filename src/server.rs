@@ -1,0 +1,135 @@
+//! Server assembly: turns a compiled config into a running Pingora server
+//! (proxy listeners, TLS with SNI, the admin listener, the health-check
+//! service and, for `frontdesk demo`, the demo services).
+//!
+//! Pingora's own YAML config is not used: its `ServerConf` is built from our
+//! `[server]` section (threads, grace period, pid file, upgrade socket), and
+//! its `Opt` from our command line (`--upgrade`, `--daemon`).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::listeners::tls::TlsSettings;
+use pingora::prelude::*;
+use pingora::proxy::ProxyServiceBuilder;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::AdminApp;
+use crate::config::ConfigError;
+use crate::demo::{DemoService, DEMO_SERVICES};
+use crate::gateway::{load_and_compile, GatewayHandle};
+use crate::proxy::Frontdesk;
+use crate::tls::SniResolver;
+use crate::upstream::HealthCheckService;
+
+/// How `run` and `demo` start the server.
+pub struct RunOptions<'a> {
+    pub config: &'a Path,
+    pub upgrade: bool,
+    pub daemon: bool,
+    /// Also start the built-in demo services.
+    pub demo: bool,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("TLS listener {listen}: {reason}")]
+    Tls { listen: String, reason: String },
+}
+
+/// Builds the server and runs it until shutdown. Returns only on a startup error.
+pub fn run(opts: RunOptions<'_>) -> Result<(), StartError> {
+    let (_loaded, compiled) = load_and_compile(opts.config)?;
+    let listeners = compiled.listeners;
+    let handle = Arc::new(GatewayHandle::new(compiled.gateway));
+
+    let conf = ServerConf {
+        threads: listeners.threads,
+        grace_period_seconds: Some(listeners.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(5),
+        pid_file: listeners.pid_file.clone(),
+        upgrade_sock: listeners.upgrade_socket.clone(),
+        daemon: opts.daemon,
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        daemon: opts.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let mut server_options = pingora::apps::HttpServerOptions::default();
+    server_options.h2c = listeners.h2c;
+    let mut proxy = ProxyServiceBuilder::new(
+        &server.configuration,
+        Frontdesk {
+            handle: handle.clone(),
+        },
+    )
+    .name("frontdesk")
+    .server_options(server_options)
+    .build();
+    for addr in &listeners.listen {
+        proxy.add_tcp(addr);
+    }
+    for tls in listeners.tls {
+        let resolver = SniResolver {
+            store: Arc::new(ArcSwap::from_pointee(tls.certs)),
+        };
+        let mut settings =
+            TlsSettings::with_callbacks(Box::new(resolver)).map_err(|e| StartError::Tls {
+                listen: tls.listen.clone(),
+                reason: e.to_string(),
+            })?;
+        if tls.h2 {
+            settings.enable_h2();
+        }
+        proxy.add_tls_with_settings(&tls.listen, None, settings);
+    }
+    server.add_service(proxy);
+
+    if let Some(admin_addr) = &listeners.admin_listen {
+        let mut admin = Service::new(
+            "admin".to_string(),
+            AdminApp {
+                handle: handle.clone(),
+            },
+        );
+        admin.add_tcp(admin_addr);
+        server.add_service(admin);
+    }
+
+    server.add_service(background_service(
+        "upstream health checks",
+        HealthCheckService {
+            handle: handle.clone(),
+        },
+    ));
+
+    if opts.demo {
+        for (name, addr) in DEMO_SERVICES {
+            let mut svc = Service::new(format!("demo {name}"), DemoService { name });
+            svc.add_tcp(addr);
+            server.add_service(svc);
+        }
+        let first = listeners
+            .listen
+            .first()
+            .map(String::as_str)
+            .unwrap_or("127.0.0.1:8080");
+        eprintln!(
+            "{}",
+            crate::demo::banner(first, listeners.admin_listen.as_deref())
+        );
+    }
+
+    server.run_forever()
+}
