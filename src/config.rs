@@ -756,7 +756,7 @@ max_age = "10m"
             vec![
                 ("server.threads".to_string(), 2),
                 ("upstreams.a.connect_timeout".to_string(), 6),
-                ("routes[1]".to_string(), 15),
+                ("routes[1].pathprefix".to_string(), 15),
             ],
             "{err}"
         );

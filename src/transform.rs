@@ -235,7 +235,7 @@ impl CorsPolicy {
             ));
         }
         let method = request_method.to_ascii_uppercase();
-        if !self.allow_methods_list.iter().any(|m| *m == method) {
+        if !self.allow_methods_list.contains(&method) {
             return PreflightVerdict::Deny(format!(
                 "method {method} is not allowed by CORS policy '{}'",
                 self.name
@@ -244,7 +244,7 @@ impl CorsPolicy {
         if let Some(req) = request_headers.and_then(|v| v.to_str().ok()) {
             for name in req.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 let lower = name.to_ascii_lowercase();
-                if !self.allow_headers_list.iter().any(|h| *h == lower) {
+                if !self.allow_headers_list.contains(&lower) {
                     return PreflightVerdict::Deny(format!(
                         "request header {lower:?} is not allowed by CORS policy '{}'",
                         self.name
