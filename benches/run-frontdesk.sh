@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Starts Frontdesk as the proxy under test for the load rig: writes a config
+# for $PROXY_PORT -> $UPSTREAM_ADDR and execs the release binary (so the rig's
+# pid is the gateway's). Usage: run-frontdesk.sh [plain|policies]
+#   plain     one route, one target: the quick-start shape of bare Pingora
+#   policies  header transforms both ways, CORS, a health-checked pool and a
+#             JSON access log line per request (to a file)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PROFILE=${1:-plain}
+: "${PROXY_PORT:?run by the load rig, which sets PROXY_PORT}" "${UPSTREAM_ADDR:?}"
+: "${FRONTDESK_BIN:=$ROOT/target/release/frontdesk}"
+: "${FRONTDESK_THREADS:=1}"
+DIR=$(mktemp -d "${TMPDIR:-/tmp}/frontdesk-bench.XXXXXX")
+CONF=$DIR/frontdesk.toml
+cat >"$CONF" <<TOML
+[server]
+listen = ["127.0.0.1:$PROXY_PORT"]
+threads = $FRONTDESK_THREADS
+pid_file = "$DIR/frontdesk.pid"
+upgrade_socket = "$DIR/upgrade.sock"
+keepalive_timeout = "300s"
+access_log = "$([[ $PROFILE == policies ]] && echo "$DIR/access.log" || echo off)"
+
+[upstreams.origin]
+targets = ["$UPSTREAM_ADDR"]
+idle_timeout = "300s"
+TOML
+if [[ $PROFILE == policies ]]; then
+cat >>"$CONF" <<'TOML'
+[upstreams.origin.health_check]
+path = "/"
+interval = "1s"
+
+[[routes]]
+name = "all"
+path_prefix = "/"
+upstream = "origin"
+transform = "clean"
+cors = "web"
+
+[transforms.clean]
+request.remove_headers = ["x-debug"]
+request.set_headers = { "x-gateway" = "frontdesk" }
+response.remove_headers = ["x-debug", "server"]
+response.set_headers = { "strict-transport-security" = "max-age=63072000" }
+
+[cors.web]
+allow_origins = ["https://app.example.com"]
+TOML
+else
+cat >>"$CONF" <<'TOML'
+[[routes]]
+name = "all"
+path_prefix = "/"
+upstream = "origin"
+TOML
+fi
+RUST_LOG=${RUST_LOG:-warn} exec "$FRONTDESK_BIN" run -c "$CONF"
