@@ -17,6 +17,7 @@ cat >"$CONF" <<TOML
 [server]
 listen = ["127.0.0.1:$PROXY_PORT"]
 threads = $FRONTDESK_THREADS
+work_stealing = ${FRONTDESK_WORK_STEALING:-true}
 pid_file = "$DIR/frontdesk.pid"
 upgrade_socket = "$DIR/upgrade.sock"
 keepalive_timeout = "300s"

@@ -191,6 +191,10 @@ pub struct ServerSection {
     /// Worker threads; 0 means one per core.
     #[serde(default)]
     pub threads: usize,
+    /// Let idle worker threads steal requests from busy ones (one shared
+    /// runtime); `false` gives each thread its own runtime, like NGINX workers.
+    #[serde(default = "yes")]
+    pub work_stealing: bool,
     /// `stdout`, `off`, or a file path.
     #[serde(default = "default_access_log")]
     pub access_log: String,
@@ -226,6 +230,7 @@ impl Default for ServerSection {
             listen: default_listen(),
             admin_listen: None,
             threads: 0,
+            work_stealing: true,
             access_log: default_access_log(),
             tls: Vec::new(),
             h2c: false,

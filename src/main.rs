@@ -8,6 +8,10 @@ use clap::{Parser, Subcommand};
 use frontdesk::gateway::load_and_compile;
 use frontdesk::server::{run, RunOptions};
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "frontdesk",

@@ -115,11 +115,9 @@ struct Writer {
 
 static WRITER: OnceLock<Option<Writer>> = OnceLock::new();
 
-/// Sends one line to the access log (if enabled). Never blocks.
+/// Sends one line to the access log (callers skip this when it is off).
+/// Never blocks.
 pub fn write_access_log(target: &AccessLogTarget, entry: &AccessLogEntry<'_>) {
-    if *target == AccessLogTarget::Off {
-        return;
-    }
     let writer = WRITER.get_or_init(|| start_writer(target));
     let Some(writer) = writer else { return };
     let mut line = Vec::with_capacity(256);

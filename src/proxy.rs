@@ -489,18 +489,23 @@ impl ProxyHttp for Frontdesk {
             return Error::e_explain(ErrorType::InternalError, "no route chosen");
         };
         let pool = &route.pool;
-        let key: Vec<u8> = match &pool.settings.hash_on {
-            HashOn::ClientIp => ctx
-                .client_ip
-                .map(|ip| ip.to_string().into_bytes())
-                .unwrap_or_default(),
-            HashOn::Path => session.req_header().uri.path().as_bytes().to_vec(),
-            HashOn::Header(name) => session
-                .req_header()
-                .headers
-                .get(name)
-                .map(|v| v.as_bytes().to_vec())
-                .unwrap_or_default(),
+        // Only consistent hashing looks at the key; skip building it otherwise.
+        let key: Vec<u8> = if !pool.uses_hash_key() {
+            Vec::new()
+        } else {
+            match &pool.settings.hash_on {
+                HashOn::ClientIp => ctx
+                    .client_ip
+                    .map(|ip| ip.to_string().into_bytes())
+                    .unwrap_or_default(),
+                HashOn::Path => session.req_header().uri.path().as_bytes().to_vec(),
+                HashOn::Header(name) => session
+                    .req_header()
+                    .headers
+                    .get(name)
+                    .map(|v| v.as_bytes().to_vec())
+                    .unwrap_or_default(),
+            }
         };
         match pool.select(&key, &ctx.tried) {
             Some(addr) => {
@@ -672,6 +677,9 @@ impl ProxyHttp for Frontdesk {
         let Some(gw) = ctx.gateway.as_ref() else {
             return;
         };
+        if gw.access_log == observe::AccessLogTarget::Off {
+            return;
+        }
         let error = e.map(|e| e.etype().as_str().to_string());
         observe::write_access_log(
             &gw.access_log,

@@ -51,6 +51,7 @@ pub fn run(opts: RunOptions<'_>) -> Result<(), StartError> {
 
     let conf = ServerConf {
         threads: listeners.threads,
+        work_stealing: listeners.work_stealing,
         grace_period_seconds: Some(listeners.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(5),
         pid_file: listeners.pid_file.clone(),

@@ -264,6 +264,11 @@ impl Pool {
         self.refresh_selector()
     }
 
+    /// Whether selection depends on a per-request key (consistent hashing).
+    pub fn uses_hash_key(&self) -> bool {
+        matches!(self.balancer, Balancer::Consistent(_))
+    }
+
     fn backends(&self) -> &Backends {
         with_lb!(self, lb => lb.backends())
     }

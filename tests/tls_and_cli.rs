@@ -202,3 +202,27 @@ fn the_shipped_configs_are_valid() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_on_plain_listeners_when_enabled() {
+    let b = Backend::start("b").await;
+    let body = format!(
+        "{}\n[[routes]]\nname = \"r\"\nupstream = \"pool\"\n",
+        upstream("pool", &[&b], "")
+    );
+    let gw = Gateway::start("h2c = true", &body).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = client.get(gw.url("/h2c")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    let json: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(json["path"], "/h2c");
+    // HTTP/1.1 clients still work on the same listener.
+    let resp = common::client().get(gw.url("/h1")).send().await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    assert_eq!(resp.status(), 200);
+}
