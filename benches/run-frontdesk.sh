@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Starts Frontdesk as the proxy under test for the load rig: writes a config
 # for $PROXY_PORT -> $UPSTREAM_ADDR and execs the release binary (so the rig's
-# pid is the gateway's). Usage: run-frontdesk.sh [plain|policies]
+# pid is the gateway's). Usage: run-frontdesk.sh [plain|policies|jwt]
 #   plain     one route, one target: the quick-start shape of bare Pingora
 #   policies  header transforms both ways, CORS, a health-checked pool and a
 #             JSON access log line per request (to a file)
+#   jwt       plain + JWT auth (HS256, secret in $FRONTDESK_BENCH_SECRET)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PROFILE=${1:-plain}
@@ -48,6 +49,20 @@ response.set_headers = { "strict-transport-security" = "max-age=63072000" }
 
 [cors.web]
 allow_origins = ["https://app.example.com"]
+TOML
+elif [[ $PROFILE == jwt ]]; then
+cat >>"$CONF" <<'TOML'
+[[routes]]
+name = "all"
+path_prefix = "/"
+upstream = "origin"
+auth = "users"
+
+[auth.users]
+type = "jwt"
+algorithms = ["HS256"]
+secret_env = "FRONTDESK_BENCH_SECRET"
+groups_claim = "roles"
 TOML
 else
 cat >>"$CONF" <<'TOML'

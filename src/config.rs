@@ -178,6 +178,7 @@ pub struct FileConfig {
     pub routes: Vec<RouteSection>,
     pub transforms: BTreeMap<String, TransformSection>,
     pub cors: BTreeMap<String, CorsSection>,
+    pub auth: BTreeMap<String, AuthSection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,6 +280,21 @@ pub struct TlsListenerSection {
     /// Offer HTTP/2 through ALPN (default on).
     #[serde(default = "yes")]
     pub h2: bool,
+    /// PEM bundle of the CAs that sign client certificates (mTLS). Without
+    /// it the listener asks for no client certificate.
+    pub client_ca: Option<String>,
+    /// With `client_ca`: `required` (handshake fails without a valid client
+    /// certificate) or `optional` (a certificate, if sent, must be valid).
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    #[default]
+    Required,
+    Optional,
 }
 
 #[derive(Debug, Deserialize)]
@@ -432,6 +448,132 @@ pub struct RouteSection {
     pub transform: OneOrMany,
     /// Name of a `[cors.*]` block.
     pub cors: Option<String>,
+    /// Names of `[auth.*]` blocks: any one that succeeds admits.
+    #[serde(default)]
+    pub auth: OneOrMany,
+    /// Admit only consumers in at least one of these groups (403 otherwise).
+    pub allow_groups: Option<Vec<String>>,
+}
+
+/// An `[auth.NAME]` block; `type` says which kind.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AuthSection {
+    Jwt(Box<JwtSection>),
+    ApiKey(ApiKeySection),
+    Mtls(MtlsSection),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSection {
+    /// Allow-list of signature algorithms (`RS256`, `ES256`, `HS256`, ...).
+    pub algorithms: Vec<String>,
+    /// A JWKS file, or an http(s) URL fetched and refreshed.
+    pub jwks: Option<String>,
+    /// A PEM public key (RSA, EC or Ed25519).
+    pub public_key: Option<String>,
+    /// Environment variable holding the HMAC secret (HS*).
+    pub secret_env: Option<String>,
+    #[serde(default)]
+    pub issuer: OneOrMany,
+    #[serde(default)]
+    pub audience: OneOrMany,
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Claims that must be present (besides `exp`).
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    /// Reject tokens without `exp` (default on).
+    #[serde(default = "yes")]
+    pub require_exp: bool,
+    #[serde(default = "default_consumer_claim")]
+    pub consumer_claim: String,
+    pub groups_claim: Option<String>,
+    /// Claim name -> request header sent to the backend.
+    #[serde(default)]
+    pub forward_claims: BTreeMap<String, String>,
+    /// Also take the token from this cookie.
+    pub cookie: Option<String>,
+    /// Also take the token from this query parameter.
+    pub query: Option<String>,
+    /// How often a URL JWKS is fetched again.
+    #[serde(default = "default_jwks_refresh", with = "humantime_serde")]
+    pub jwks_refresh: Duration,
+    /// Least time between two fetches caused by unknown `kid`s.
+    #[serde(default = "default_jwks_min_refetch", with = "humantime_serde")]
+    pub jwks_min_refetch: Duration,
+    /// Time limit of one JWKS fetch.
+    #[serde(default = "default_jwks_timeout", with = "humantime_serde")]
+    pub jwks_timeout: Duration,
+    /// Verified tokens remembered (0 turns the cache off).
+    #[serde(default = "default_token_cache")]
+    pub token_cache: usize,
+}
+
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_consumer_claim() -> String {
+    "sub".to_string()
+}
+fn default_jwks_refresh() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_jwks_min_refetch() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_jwks_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_token_cache() -> usize {
+    10_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeySection {
+    /// Request header carrying the key (default `x-api-key` when no `query`).
+    pub header: Option<String>,
+    /// Query parameter carrying the key.
+    pub query: Option<String>,
+    #[serde(default)]
+    pub keys: Vec<ApiKeyEntry>,
+    /// A TOML file holding more `keys = [...]`.
+    pub keys_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntry {
+    pub consumer: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Hex of sha256(key), as `frontdesk hash-key` prints it.
+    pub sha256: String,
+}
+
+/// The `keys_file` of an API-key block.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysFile {
+    #[serde(default)]
+    pub keys: Vec<ApiKeyEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsSection {
+    #[serde(default)]
+    pub consumer_from: ConsumerFrom,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsumerFrom {
+    #[default]
+    SubjectCn,
+    SanDns,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -577,6 +719,7 @@ pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<LoadedConfi
                 config.transforms = typed_map(&source_map, "transforms", value, &mut problems)
             }
             "cors" => config.cors = typed_map(&source_map, "cors", value, &mut problems),
+            "auth" => config.auth = typed_map(&source_map, "auth", value, &mut problems),
             "routes" => match value.get_ref() {
                 DeValue::Array(items) => {
                     for (i, item) in items.iter().enumerate() {
@@ -596,7 +739,7 @@ pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<LoadedConfi
             },
             other => problems.push(source_map.problem(
                 join_key("", other),
-                "unknown section; expected one of: server, upstreams, routes, transforms, cors",
+                "unknown section; expected one of: server, upstreams, routes, transforms, cors, auth",
             )),
         }
     }

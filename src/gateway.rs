@@ -23,6 +23,7 @@ use arc_swap::{ArcSwap, Guard};
 use prometheus::Histogram;
 use sha2::{Digest, Sha256};
 
+use crate::auth::{AuthPolicy, RouteAuth};
 use crate::config::{join_key, ConfigError, LoadedConfig, Problem, SourceMap};
 use crate::observe::{AccessLogTarget, METRICS};
 use crate::router::{PathMatch, RouteSpec, Router};
@@ -39,6 +40,12 @@ pub struct Route {
     pub request_ops: HeaderOps,
     pub response_ops: HeaderOps,
     pub cors: Option<Arc<CorsPolicy>>,
+    /// Who may call this route; `None` when anyone may.
+    pub auth: Option<RouteAuth>,
+    /// Identity headers the gateway owns (`x-consumer`, forwarded claims of
+    /// every auth policy): removed from every client request before
+    /// forwarding, so no client can spoof an identity.
+    pub identity_headers: Arc<[http::HeaderName]>,
     /// This route's latency histogram, looked up once here instead of per request.
     pub duration: Histogram,
 }
@@ -70,6 +77,8 @@ pub struct TlsListenerPlan {
     pub listen: String,
     pub certs: CertStore,
     pub h2: bool,
+    /// Client-certificate CA bundle (mTLS) and whether a certificate is required.
+    pub client_ca: Option<(PathBuf, bool)>,
 }
 
 /// What the server opens at start (changes need a graceful upgrade).
@@ -210,10 +219,18 @@ pub fn compile(loaded: &LoadedConfig) -> Result<Compiled, ConfigError> {
                 }
             }
         }
+        let client_ca = t.client_ca.as_ref().map(|ca| {
+            let path = resolve_path(&loaded.base_dir, ca);
+            if let Err(e) = crate::tls::check_ca_bundle(&path) {
+                cx.err(format!("server.tls[{i}].client_ca"), e.to_string());
+            }
+            (path, t.client_auth == crate::config::ClientAuth::Required)
+        });
         tls_plans.push(TlsListenerPlan {
             listen: t.listen.clone(),
             certs: CertStore { entries },
             h2: t.h2,
+            client_ca,
         });
     }
     if server.threads > 1024 {
@@ -334,6 +351,37 @@ pub fn compile(loaded: &LoadedConfig) -> Result<Compiled, ConfigError> {
             Err(e) => cx.err(path, e),
         }
     }
+
+    // --- [auth.*] ----------------------------------------------------------
+    let has_client_ca = server.tls.iter().any(|t| t.client_ca.is_some());
+    let mut auth_policies: BTreeMap<&str, Arc<AuthPolicy>> = BTreeMap::new();
+    for (name, a) in &cfg.auth {
+        let path = join_key("auth", name);
+        let mut report = |key: &str, msg: String| {
+            let at = if key.is_empty() {
+                path.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            cx.err(at, msg);
+        };
+        if let Some(p) =
+            crate::auth::compile::policy(name, a, &loaded.base_dir, has_client_ca, &mut report)
+        {
+            auth_policies.insert(name.as_str(), Arc::new(p));
+        }
+    }
+    let identity_headers: Arc<[http::HeaderName]> = {
+        let mut names = vec![http::HeaderName::from_static("x-consumer")];
+        for p in auth_policies.values() {
+            for h in p.identity_headers() {
+                if !names.contains(&h) {
+                    names.push(h);
+                }
+            }
+        }
+        names.into()
+    };
 
     // --- [[routes]] -------------------------------------------------------
     let mut specs = Vec::new();
@@ -494,6 +542,34 @@ pub fn compile(loaded: &LoadedConfig) -> Result<Compiled, ConfigError> {
             },
             None => None,
         };
+        let mut policies = Vec::new();
+        for a in &r.auth.0 {
+            match auth_policies.get(a.as_str()) {
+                Some(p) => policies.push(p.clone()),
+                None if !cfg.auth.contains_key(a) => cx.err(
+                    format!("{path}.auth"),
+                    format!("no [auth.{a}] block (defined: {})", list(cfg.auth.keys())),
+                ),
+                None => {}
+            }
+        }
+        if let Some(groups) = &r.allow_groups {
+            if r.auth.0.is_empty() {
+                cx.err(
+                    format!("{path}.allow_groups"),
+                    "allow_groups needs auth: name the [auth.*] policy that identifies the caller",
+                );
+            } else if groups.is_empty() {
+                cx.err(
+                    format!("{path}.allow_groups"),
+                    "an empty list admits nobody; remove the key to admit every consumer",
+                );
+            }
+        }
+        let route_auth = (!policies.is_empty()).then(|| RouteAuth {
+            policies,
+            allow_groups: r.allow_groups.clone(),
+        });
         if let (Some(pool), Some((_, pm))) = (pool, path_match) {
             specs.push(RouteSpec {
                 hosts,
@@ -507,6 +583,8 @@ pub fn compile(loaded: &LoadedConfig) -> Result<Compiled, ConfigError> {
                 request_ops,
                 response_ops,
                 cors: route_cors,
+                auth: route_auth,
+                identity_headers: identity_headers.clone(),
                 duration: METRICS.duration.with_label_values(&[r.name.as_str()]),
             }));
         }

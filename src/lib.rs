@@ -2,7 +2,8 @@
 //!
 //! The request's walk (see the README's "Request lifecycle"): `proxy` takes
 //! a snapshot of the compiled config (`gateway`), matches a route (`router`),
-//! applies CORS and header transforms (`transform`), picks a healthy target
+//! identifies the caller (`auth`), applies CORS and header transforms
+//! (`transform`), picks a healthy target
 //! (`upstream`) and records the outcome (`observe`). `config` parses the TOML
 //! file; `tls` serves certificates by SNI; `admin` answers operators;
 //! `server` assembles the Pingora server; `demo` holds the built-in demo
@@ -10,6 +11,7 @@
 //! `admin` and `server` know Pingora's session and services.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod gateway;

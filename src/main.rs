@@ -1,4 +1,4 @@
-//! The `frontdesk` command line: `run`, `check` and `demo`.
+//! The `frontdesk` command line: `run`, `check`, `demo` and `hash-key`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +47,28 @@ enum Command {
         #[arg(short, long, default_value = "conf/demo.toml")]
         config: PathBuf,
     },
+    /// Read an API key on stdin and print the `sha256 = "..."` line for the config.
+    HashKey,
+}
+
+/// `frontdesk hash-key`: the key is read from stdin (not an argument, which
+/// would land in shell history and `ps`), one trailing newline dropped.
+fn hash_key() -> ExitCode {
+    let mut key = String::new();
+    if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut key) {
+        eprintln!("cannot read the key from stdin: {e}");
+        return ExitCode::FAILURE;
+    }
+    let key = key
+        .strip_suffix('\n')
+        .map(|k| k.strip_suffix('\r').unwrap_or(k))
+        .unwrap_or(&key);
+    if key.is_empty() {
+        eprintln!("no key on stdin: try  printf %s \"$KEY\" | frontdesk hash-key");
+        return ExitCode::FAILURE;
+    }
+    println!("sha256 = \"{}\"", frontdesk::auth::api_key::hash_key(key));
+    ExitCode::SUCCESS
 }
 
 fn main() -> ExitCode {
@@ -76,6 +98,7 @@ fn main() -> ExitCode {
             daemon,
         } => (config, upgrade, daemon, false),
         Command::Demo { config } => (config, false, false, true),
+        Command::HashKey => return hash_key(),
     };
     let result = run(RunOptions {
         config: &config,

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub duration: HistogramVec,
     pub upstream_healthy: IntGaugeVec,
     pub access_log_dropped: IntCounter,
+    pub auth_failures: IntCounterVec,
 }
 
 // Registration only fails on a duplicate name, which would be a programming
@@ -59,6 +60,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "Access log lines dropped because the writer could not keep up"
     )
     .expect("register frontdesk_access_log_dropped_total"),
+    auth_failures: register_int_counter_vec!(
+        "frontdesk_auth_failures_total",
+        "Requests refused by authentication (401) or by allow_groups (403), by route and reason",
+        &["route", "reason"]
+    )
+    .expect("register frontdesk_auth_failures_total"),
 });
 
 /// Renders every registered metric in the Prometheus text format.
@@ -100,6 +107,9 @@ pub struct AccessLogEntry<'a> {
     pub bytes: usize,
     pub duration_ms: f64,
     pub route: Option<&'a str>,
+    /// The authenticated consumer's name (never its credential).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<&'a str>,
     pub upstream: Option<&'a str>,
     pub target: Option<String>,
     pub request_id: &'a str,

@@ -4,10 +4,12 @@
 //!
 //! * `request_filter`: snapshot, request id, header-size and path checks,
 //!   route match (404/405), CORS preflight (answered here, never forwarded),
-//!   body-size check (413), path rewrite decided.
+//!   body-size check (413), path rewrite decided, then authentication
+//!   (401/403) for routes with `auth`.
 //! * `upstream_peer` / `fail_to_connect`: a healthy target from the route's
 //!   pool; connect failures retry another target up to `retries`.
-//! * `upstream_request_filter`: rewritten path, header transforms,
+//! * `upstream_request_filter`: rewritten path, client copies of identity
+//!   headers removed, header transforms, the consumer's identity headers,
 //!   X-Forwarded-*, X-Request-Id.
 //! * `response_filter`: header transforms, CORS headers, X-Request-Id.
 //! * `fail_to_proxy`: every error becomes a JSON body with the right status
@@ -30,6 +32,7 @@ use pingora::proxy::FailToProxy;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
 
+use crate::auth::{AuthVerdict, ClientCertIdentity, Consumer, Credentials};
 use crate::gateway::{Gateway, GatewayHandle, Route};
 use crate::observe::{self, AccessLogEntry, METRICS};
 use crate::router::{normalize_host, normalize_path, RouteMatch};
@@ -51,6 +54,8 @@ pub struct RequestCtx {
     start: Instant,
     gateway: Option<Arc<Gateway>>,
     route: Option<Arc<Route>>,
+    /// Who is calling, on routes with `auth`.
+    consumer: Option<Arc<Consumer>>,
     request_id: String,
     /// Normalized host, for logs and X-Forwarded-Host.
     host: String,
@@ -80,6 +85,7 @@ impl RequestCtx {
             start: Instant::now(),
             gateway: None,
             route: None,
+            consumer: None,
             request_id: String::new(),
             host: String::new(),
             upstream_uri: None,
@@ -96,6 +102,11 @@ impl RequestCtx {
     /// The route chosen for this request, if any.
     pub fn route(&self) -> Option<&Arc<Route>> {
         self.route.as_ref()
+    }
+
+    /// The authenticated consumer, if the route has auth and it passed.
+    pub fn consumer(&self) -> Option<&Arc<Consumer>> {
+        self.consumer.as_ref()
     }
 
     fn pool_name(&self) -> &str {
@@ -443,6 +454,52 @@ pub fn admit(gw: &Gateway, req: &RequestHeader, ctx: &mut RequestCtx) -> Option<
     None
 }
 
+/// Runs the route's auth policies; fills `ctx.consumer` or returns the
+/// 401/403 reply.
+async fn authenticate(session: &Session, ctx: &mut RequestCtx) -> Option<Reply> {
+    let route = ctx.route.clone()?;
+    let auth = route.auth.as_ref()?;
+    let client_cert = session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_ref())
+        .and_then(|d| d.extension.get::<ClientCertIdentity>());
+    let req = session.req_header();
+    let creds = Credentials {
+        headers: &req.headers,
+        query: req.uri.query(),
+        client_cert,
+    };
+    match auth.check(&creds).await {
+        AuthVerdict::Admit(consumer) => {
+            ctx.consumer = Some(consumer);
+            None
+        }
+        AuthVerdict::Unauthorized {
+            failure,
+            challenges,
+        } => {
+            METRICS
+                .auth_failures
+                .with_label_values(&[route.name.as_str(), failure.reason])
+                .inc();
+            let mut reply = Reply::error(401, failure.message);
+            reply.headers = challenges
+                .into_iter()
+                .map(|c| (header::WWW_AUTHENTICATE, c))
+                .collect();
+            Some(reply)
+        }
+        AuthVerdict::Forbidden { consumer, message } => {
+            METRICS
+                .auth_failures
+                .with_label_values(&[route.name.as_str(), "forbidden_group"])
+                .inc();
+            ctx.consumer = Some(consumer);
+            Some(Reply::error(403, message))
+        }
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Frontdesk {
     type CTX = RequestCtx;
@@ -462,8 +519,11 @@ impl ProxyHttp for Frontdesk {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let verdict = admit(&gw, session.req_header(), ctx);
+        let mut verdict = admit(&gw, session.req_header(), ctx);
         ctx.gateway = Some(gw);
+        if verdict.is_none() {
+            verdict = authenticate(session, ctx).await;
+        }
         match verdict {
             None => Ok(false),
             Some(reply) => {
@@ -558,7 +618,15 @@ impl ProxyHttp for Frontdesk {
             upstream.set_uri(uri);
         }
         if let Some(route) = &ctx.route {
+            for name in route.identity_headers.iter() {
+                upstream.remove_header(name);
+            }
             route.request_ops.apply(upstream);
+        }
+        if let Some(consumer) = &ctx.consumer {
+            for (name, value) in &consumer.forward {
+                upstream.insert_header(name.clone(), value.clone())?;
+            }
         }
         if let Some(ip) = ctx.client_ip {
             let forwarded = match session.req_header().headers.get(&X_FORWARDED_FOR) {
@@ -693,6 +761,7 @@ impl ProxyHttp for Frontdesk {
                 bytes: session.body_bytes_sent(),
                 duration_ms: elapsed.as_secs_f64() * 1000.0,
                 route: route_name,
+                consumer: ctx.consumer.as_ref().map(|c| c.name.as_str()),
                 upstream: ctx.route.as_ref().map(|r| r.pool.name.as_str()),
                 target: ctx.tried.last().map(|t| t.to_string()),
                 request_id: &ctx.request_id,

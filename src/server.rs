@@ -84,14 +84,33 @@ pub fn run(opts: RunOptions<'_>) -> Result<(), StartError> {
     for tls in listeners.tls {
         let resolver = SniResolver {
             store: Arc::new(ArcSwap::from_pointee(tls.certs)),
+            client_identity: tls.client_ca.is_some(),
+        };
+        let tls_err = |e: &dyn std::fmt::Display| StartError::Tls {
+            listen: tls.listen.clone(),
+            reason: e.to_string(),
         };
         let mut settings =
-            TlsSettings::with_callbacks(Box::new(resolver)).map_err(|e| StartError::Tls {
-                listen: tls.listen.clone(),
-                reason: e.to_string(),
-            })?;
+            TlsSettings::with_callbacks(Box::new(resolver)).map_err(|e| tls_err(&e))?;
         if tls.h2 {
             settings.enable_h2();
+        }
+        if let Some((ca, required)) = &tls.client_ca {
+            use pingora::tls::ssl::SslVerifyMode;
+            let mode = if *required {
+                SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT
+            } else {
+                SslVerifyMode::PEER
+            };
+            settings.set_verify(mode);
+            settings.set_ca_file(ca).map_err(|e| tls_err(&e))?;
+            // Advertise the acceptable CAs in the CertificateRequest, so a
+            // client holding several certificates picks the right one.
+            let pem = std::fs::read(ca).map_err(|e| tls_err(&e))?;
+            let certs = pingora::tls::x509::X509::stack_from_pem(&pem).map_err(|e| tls_err(&e))?;
+            for c in &certs {
+                settings.add_client_ca(c).map_err(|e| tls_err(&e))?;
+            }
         }
         proxy.add_tls_with_settings(&tls.listen, None, settings);
     }

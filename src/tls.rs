@@ -8,6 +8,12 @@
 //! (`*.example.com` covers one label), then the listener's first
 //! certificate. The store sits behind an `ArcSwap` so a reload can replace
 //! certificates without touching the listening socket.
+//!
+//! A listener with `client_ca` asks for client certificates (mTLS): OpenSSL
+//! verifies the chain against the bundle during the handshake, and the
+//! handshake-complete callback reads the verified certificate's subject CN,
+//! OUs and DNS names into a [`ClientCertIdentity`] that rides along with the
+//! connection, for the `mtls` auth policy.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,6 +25,8 @@ use pingora::protocols::tls::TlsRef;
 use pingora::tls::pkey::{PKey, Private};
 use pingora::tls::ssl::NameType;
 use pingora::tls::x509::X509;
+
+use crate::auth::ClientCertIdentity;
 
 /// One certificate chain and its key.
 pub struct CertEntry {
@@ -136,9 +144,56 @@ impl CertStore {
     }
 }
 
+/// Checks that a client-CA bundle file holds at least one certificate.
+pub fn check_ca_bundle(path: &Path) -> Result<usize, CertError> {
+    let pem = std::fs::read(path).map_err(|e| CertError::Read {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let certs = X509::stack_from_pem(&pem).map_err(|e| CertError::Cert {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    if certs.is_empty() {
+        return Err(CertError::Cert {
+            path: path.display().to_string(),
+            reason: "the file is empty".into(),
+        });
+    }
+    Ok(certs.len())
+}
+
+/// The identity a client certificate states.
+pub fn identity_of(cert: &X509) -> ClientCertIdentity {
+    let text = |e: &pingora::tls::x509::X509NameEntryRef| {
+        String::from_utf8_lossy(e.data().as_slice()).into_owned()
+    };
+    let subject = cert.subject_name();
+    ClientCertIdentity {
+        subject_cn: subject
+            .entries_by_nid(pingora::tls::nid::Nid::COMMONNAME)
+            .next()
+            .map(text),
+        subject_ou: subject
+            .entries_by_nid(pingora::tls::nid::Nid::ORGANIZATIONALUNITNAME)
+            .map(text)
+            .collect(),
+        san_dns: cert
+            .subject_alt_names()
+            .map(|sans| {
+                sans.iter()
+                    .filter_map(|n| n.dnsname().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
 /// Pingora handshake callback that serves the store's certificates.
 pub struct SniResolver {
     pub store: Arc<ArcSwap<CertStore>>,
+    /// Read the client certificate's identity after the handshake (mTLS).
+    pub client_identity: bool,
 }
 
 #[async_trait]
@@ -166,5 +221,18 @@ impl TlsAccept for SniResolver {
                 log::error!("TLS handshake: cannot add chain certificate: {e}");
             }
         }
+    }
+
+    async fn handshake_complete_callback(
+        &self,
+        ssl: &TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        if !self.client_identity {
+            return None;
+        }
+        // OpenSSL has verified the chain against client_ca by now; with
+        // `client_auth = "optional"` there may be no certificate at all.
+        let cert = ssl.peer_certificate()?;
+        Some(Arc::new(identity_of(&cert)))
     }
 }
