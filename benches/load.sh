@@ -16,9 +16,12 @@ if [[ ${1:-} == plain || ${1:-} == policies ]]; then PROFILE=$1; shift; fi
 [[ -x $RIG/compare.sh ]] || { echo "load rig not found at $RIG (set RIG=...)" >&2; exit 2; }
 
 cd "$ROOT"
-cargo build --release
 BARE_DIR=$ROOT/target/bare-pingora
-CARGO_TARGET_DIR=$BARE_DIR cargo build --release --manifest-path "$RIG/bare-pingora/Cargo.toml"
+# SKIP_BUILD=1 measures the binaries already built (FRONTDESK_BIN, BARE_PINGORA).
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+    cargo build --release
+    CARGO_TARGET_DIR=$BARE_DIR cargo build --release --manifest-path "$RIG/bare-pingora/Cargo.toml"
+fi
 BARE=${BARE_PINGORA:-$BARE_DIR/release/bare-pingora}
 
 echo "# frontdesk profile: $PROFILE ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown))"

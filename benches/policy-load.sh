@@ -30,9 +30,12 @@ done
 export REPS SCENARIOS
 
 cd "$ROOT"
-cargo build --release
 BARE_DIR=$ROOT/target/bare-pingora
-CARGO_TARGET_DIR=$BARE_DIR cargo build --release --manifest-path "$RIG/bare-pingora/Cargo.toml"
+# SKIP_BUILD=1 measures the binaries already built (FRONTDESK_BIN, BARE_PINGORA).
+if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+    cargo build --release
+    CARGO_TARGET_DIR=$BARE_DIR cargo build --release --manifest-path "$RIG/bare-pingora/Cargo.toml"
+fi
 BARE=${BARE_PINGORA:-$BARE_DIR/release/bare-pingora}
 
 case $POLICY in

@@ -5,6 +5,11 @@
 //! received (method, path, query, the forwarding headers the gateway added),
 //! so a newcomer can see routing, prefix stripping and header transforms with
 //! nothing but curl. `/healthz` answers 200 for the health checks.
+//!
+//! The auth service also plays identity provider: `GET /auth/token?user=NAME`
+//! returns an HS256 token signed with the secret in [`DEMO_SECRET_ENV`]
+//! (which `frontdesk demo` sets to a random value when it is not set), the
+//! one conf/demo.toml's `[auth.users]` verifies.
 
 use async_trait::async_trait;
 use http::Response;
@@ -19,6 +24,33 @@ pub const DEMO_SERVICES: &[(&str, &str)] = &[
     ("orders", "127.0.0.1:9102"),
     ("payments", "127.0.0.1:9103"),
 ];
+
+/// The environment variable holding the demo's JWT secret.
+pub const DEMO_SECRET_ENV: &str = "FRONTDESK_DEMO_JWT_SECRET";
+
+/// Sets a random demo secret unless the operator gave one. Call before any
+/// thread starts (it changes the process environment).
+pub fn ensure_demo_secret() {
+    if std::env::var_os(DEMO_SECRET_ENV).is_none() {
+        std::env::set_var(DEMO_SECRET_ENV, format!("{:032x}", fastrand::u128(..)));
+    }
+}
+
+/// A demo token for `user`, valid for an hour.
+fn demo_token(user: &str) -> Option<String> {
+    let secret = std::env::var(DEMO_SECRET_ENV).ok()?;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs()
+        + 3600;
+    let claims = json!({
+        "sub": user, "roles": ["customers"], "email": format!("{user}@example.com"),
+        "iss": "frontdesk-demo", "aud": "demo-api", "exp": exp,
+    });
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).ok()?;
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).ok()
+}
 
 pub struct DemoService {
     pub name: &'static str,
@@ -41,6 +73,14 @@ impl ServeHttp for DemoService {
         };
         let body = if req.uri.path() == "/healthz" {
             json!({ "status": "ok", "service": self.name })
+        } else if self.name == "auth" && req.uri.path() == "/auth/token" {
+            let user = req
+                .uri
+                .query()
+                .and_then(|q| form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "user"))
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_else(|| "alice".to_string());
+            json!({ "token": demo_token(&user), "token_type": "Bearer", "expires_in": 3600 })
         } else {
             json!({
                 "service": self.name,
@@ -55,10 +95,17 @@ impl ServeHttp for DemoService {
                     "x-request-id": header("x-request-id"),
                     "x-gateway": header("x-gateway"),
                     "x-debug": header("x-debug"),
+                    "x-consumer": header("x-consumer"),
+                    "x-user-email": header("x-user-email"),
                 },
             })
         };
-        let bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
+        // The token answer stays on one line so that `sed` can pick it out.
+        let bytes = if body.get("token").is_some() {
+            serde_json::to_vec(&body).unwrap_or_default()
+        } else {
+            serde_json::to_vec_pretty(&body).unwrap_or_default()
+        };
         let mut resp = Response::new(bytes);
         let headers = resp.headers_mut();
         headers.insert(
@@ -89,14 +136,18 @@ pub fn banner(listen: &str, admin: Option<&str>) -> String {
         "  gateway   {base}\n  services  auth 127.0.0.1:9101, orders 127.0.0.1:9102, payments 127.0.0.1:9103\n\n"
     ));
     s.push_str("Try:\n");
+    s.push_str(&format!("  curl -s -i {base}/orders/42                   # 401: orders needs a token or an API key\n"));
     s.push_str(&format!(
-        "  curl -s {base}/orders/42                      # routed to orders, /orders prefix kept\n"
+        "  TOKEN=$(curl -s '{base}/auth/token?user=alice' | sed -E 's/.*\"token\":\"([^\"]+)\".*/\\1/')\n                                                  # a token from the demo identity provider\n"
     ));
-    s.push_str(&format!("  curl -s -X POST {base}/pay/charge             # routed to payments, /pay stripped -> /charge\n"));
+    s.push_str(&format!(
+        "  curl -s {base}/orders/42 -H \"Authorization: Bearer $TOKEN\"   # routed to orders as consumer alice\n"
+    ));
+    s.push_str(&format!(
+        "  curl -s {base}/orders/42 -H 'x-api-key: demo-partner-key'     # or with a partner API key\n"
+    ));
+    s.push_str(&format!("  curl -s -X POST {base}/pay/charge -H \"Authorization: Bearer $TOKEN\"\n                                                  # routed to payments, /pay stripped -> /charge\n"));
     s.push_str(&format!("  curl -s -i {base}/pay/charge                  # 405: payments only takes POST (see Allow)\n"));
-    s.push_str(&format!(
-        "  curl -s {base}/auth/login -d 'user=demo'      # routed to auth\n"
-    ));
     s.push_str(&format!("  curl -s -i {base}/nowhere                     # 404 with a JSON error and a request id\n"));
     s.push_str(&format!(
         "  curl -s -i -X OPTIONS {base}/orders/1 -H 'Origin: https://app.example.com' -H 'Access-Control-Request-Method: GET'\n                                                  # CORS preflight answered by the gateway\n"

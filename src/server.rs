@@ -45,6 +45,9 @@ pub enum StartError {
 
 /// Builds the server and runs it until shutdown. Returns only on a startup error.
 pub fn run(opts: RunOptions<'_>) -> Result<(), StartError> {
+    if opts.demo {
+        crate::demo::ensure_demo_secret();
+    }
     let (_loaded, compiled) = load_and_compile(opts.config)?;
     let listeners = compiled.listeners;
     let handle = Arc::new(GatewayHandle::new(compiled.gateway));
