@@ -179,6 +179,8 @@ pub struct FileConfig {
     pub transforms: BTreeMap<String, TransformSection>,
     pub cors: BTreeMap<String, CorsSection>,
     pub auth: BTreeMap<String, AuthSection>,
+    pub rate_limits: BTreeMap<String, RateLimitSection>,
+    pub cluster: Option<ClusterSection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +225,20 @@ pub struct ServerSection {
     /// How long an idle client keep-alive connection is kept open.
     #[serde(default = "default_keepalive_timeout", with = "humantime_serde")]
     pub keepalive_timeout: Duration,
+    /// Proxies (CIDRs) whose X-Forwarded-For is believed for the client address.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Flood guard: a rate per client IP checked before routing.
+    pub max_requests_per_ip: Option<RateSection>,
+}
+
+/// `{ limit = 100, per = "1s" }`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateSection {
+    pub limit: u64,
+    #[serde(with = "humantime_serde")]
+    pub per: Duration,
 }
 
 impl Default for ServerSection {
@@ -241,6 +257,8 @@ impl Default for ServerSection {
             pid_file: default_pid_file(),
             upgrade_socket: default_upgrade_socket(),
             keepalive_timeout: default_keepalive_timeout(),
+            trusted_proxies: Vec::new(),
+            max_requests_per_ip: None,
         }
     }
 }
@@ -453,6 +471,87 @@ pub struct RouteSection {
     pub auth: OneOrMany,
     /// Admit only consumers in at least one of these groups (403 otherwise).
     pub allow_groups: Option<Vec<String>>,
+    /// Names of `[rate_limits.*]` blocks: every one must admit.
+    #[serde(default)]
+    pub rate_limit: OneOrMany,
+}
+
+/// A `[rate_limits.NAME]` block.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// `ip | consumer | header:NAME | claim:NAME | route`
+    #[serde(default = "default_limit_key")]
+    pub key: String,
+    pub limit: Option<u64>,
+    #[serde(default, with = "humantime_serde")]
+    pub per: Option<Duration>,
+    /// A concurrency cap instead of (or beside) a rate.
+    pub max_in_flight: Option<u32>,
+    #[serde(default)]
+    pub scope: LimitScope,
+    /// Count-min sketch width (columns) of a local rate.
+    #[serde(default = "default_sketch_width")]
+    pub sketch_width: usize,
+    /// Count-min sketch depth (hash rows) of a local rate.
+    #[serde(default = "default_sketch_depth")]
+    pub sketch_depth: usize,
+    /// Cluster scope: most keys tracked at once by this gateway.
+    #[serde(default = "default_cluster_max_keys")]
+    pub max_keys: usize,
+}
+
+fn default_limit_key() -> String {
+    "ip".to_string()
+}
+fn default_sketch_width() -> usize {
+    4096
+}
+fn default_sketch_depth() -> usize {
+    4
+}
+fn default_cluster_max_keys() -> usize {
+    100_000
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitScope {
+    #[default]
+    Local,
+    Cluster,
+}
+
+/// `[cluster]`: what gateways of one fleet share.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// `redis://host:port[/db]`
+    pub redis: String,
+    #[serde(default)]
+    pub on_redis_error: OnRedisError,
+    /// How often counts are sent to and read from Redis.
+    #[serde(default = "default_sync_interval", with = "humantime_serde")]
+    pub sync_interval: Duration,
+    /// Prefix of every Redis key the gateway writes.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_sync_interval() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_key_prefix() -> String {
+    "frontdesk".to_string()
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRedisError {
+    #[default]
+    Local,
+    Allow,
+    Deny,
 }
 
 /// An `[auth.NAME]` block; `type` says which kind.
@@ -720,6 +819,10 @@ pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<LoadedConfi
             }
             "cors" => config.cors = typed_map(&source_map, "cors", value, &mut problems),
             "auth" => config.auth = typed_map(&source_map, "auth", value, &mut problems),
+            "rate_limits" => {
+                config.rate_limits = typed_map(&source_map, "rate_limits", value, &mut problems)
+            }
+            "cluster" => config.cluster = typed(&source_map, "cluster", value, &mut problems),
             "routes" => match value.get_ref() {
                 DeValue::Array(items) => {
                     for (i, item) in items.iter().enumerate() {
@@ -739,7 +842,7 @@ pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<LoadedConfi
             },
             other => problems.push(source_map.problem(
                 join_key("", other),
-                "unknown section; expected one of: server, upstreams, routes, transforms, cors, auth",
+                "unknown section; expected one of: server, upstreams, routes, transforms, cors, auth, rate_limits, cluster",
             )),
         }
     }

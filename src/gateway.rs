@@ -26,6 +26,8 @@ use sha2::{Digest, Sha256};
 use crate::auth::{AuthPolicy, RouteAuth};
 use crate::config::{join_key, ConfigError, LoadedConfig, Problem, SourceMap};
 use crate::observe::{AccessLogTarget, METRICS};
+use crate::ratelimit::cluster::{ClusterCounter, ClusterState, Fallback};
+use crate::ratelimit::{FloodGuard, LimitKey, RateLimitPolicy, SketchSize};
 use crate::router::{PathMatch, RouteSpec, Router};
 use crate::tls::{CertEntry, CertStore};
 use crate::transform::{CorsPolicy, HeaderOps};
@@ -46,6 +48,8 @@ pub struct Route {
     /// every auth policy): removed from every client request before
     /// forwarding, so no client can spoof an identity.
     pub identity_headers: Arc<[http::HeaderName]>,
+    /// Limits that must all admit a request (`rate_limit`).
+    pub rate_limits: Vec<Arc<RateLimitPolicy>>,
     /// This route's latency histogram, looked up once here instead of per request.
     pub duration: Histogram,
 }
@@ -66,6 +70,13 @@ pub struct Gateway {
     pub pools: BTreeMap<String, Arc<Pool>>,
     pub limits: RequestLimits,
     pub access_log: AccessLogTarget,
+    /// `[server] max_requests_per_ip`, checked before routing.
+    pub flood_guard: Option<FloodGuard>,
+    /// Proxies whose X-Forwarded-For names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// `[cluster]`, and every cluster-scope counter to sync through it.
+    pub cluster: Option<Arc<ClusterState>>,
+    pub cluster_counters: Vec<Arc<ClusterCounter>>,
     /// sha256 of the config text, shown on /status.
     pub config_hash: String,
     pub loaded_at: SystemTime,
@@ -383,6 +394,148 @@ pub fn compile(loaded: &LoadedConfig) -> Result<Compiled, ConfigError> {
         names.into()
     };
 
+    // --- [server] client identity and flood guard ---------------------------
+    let mut trusted_proxies = Vec::new();
+    for (i, t) in server.trusted_proxies.iter().enumerate() {
+        let parsed = t
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| t.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(n) => trusted_proxies.push(n),
+            Err(_) => cx.err(
+                format!("server.trusted_proxies[{i}]"),
+                format!("{t:?} is not an address or CIDR like \"10.0.0.0/8\""),
+            ),
+        }
+    }
+    let flood_guard = match &server.max_requests_per_ip {
+        Some(r) => {
+            let ok = check_rate(&mut cx, "server.max_requests_per_ip", r.limit, r.per);
+            ok.then(|| FloodGuard::new(r.limit, r.per, SketchSize::default()))
+        }
+        None => None,
+    };
+
+    // --- [cluster] and [rate_limits.*] ----------------------------------------
+    let cluster = cfg.cluster.as_ref().and_then(|c| {
+        if let Err(e) = redis::Client::open(c.redis.as_str()) {
+            cx.err(
+                "cluster.redis",
+                format!(
+                    "{:?} is not a Redis URL like \"redis://127.0.0.1:6379\": {e}",
+                    c.redis
+                ),
+            );
+            return None;
+        }
+        if c.sync_interval.is_zero() {
+            cx.err("cluster.sync_interval", "must be greater than 0");
+            return None;
+        }
+        let fallback = match c.on_redis_error {
+            crate::config::OnRedisError::Local => Fallback::Local,
+            crate::config::OnRedisError::Allow => Fallback::Allow,
+            crate::config::OnRedisError::Deny => Fallback::Deny,
+        };
+        Some(Arc::new(ClusterState::new(
+            &c.redis,
+            fallback,
+            c.sync_interval,
+            &c.key_prefix,
+        )))
+    });
+    let mut cluster_counters = Vec::new();
+    let mut rate_policies: BTreeMap<&str, Arc<RateLimitPolicy>> = BTreeMap::new();
+    for (name, l) in &cfg.rate_limits {
+        let path = join_key("rate_limits", name);
+        let before = cx.problems.len();
+        let key = match LimitKey::parse(&l.key) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                cx.err(format!("{path}.key"), e);
+                None
+            }
+        };
+        let rate = match (l.limit, l.per) {
+            (Some(limit), Some(per)) => {
+                check_rate(&mut cx, &path, limit, per).then_some((limit, per))
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                cx.err(
+                    format!("{path}.limit"),
+                    "a limit needs per = \"1s\" (or \"1m\", \"1h\", ...)",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                cx.err(format!("{path}.per"), "per needs limit = N");
+                None
+            }
+        };
+        if l.limit.is_none() && l.max_in_flight.is_none() {
+            cx.err(
+                path.clone(),
+                "give limit + per (a rate), max_in_flight (a concurrency cap), or both",
+            );
+        }
+        if l.max_in_flight == Some(0) {
+            cx.err(format!("{path}.max_in_flight"), "must be at least 1");
+        }
+        if !(16..=1 << 20).contains(&l.sketch_width) {
+            cx.err(
+                format!("{path}.sketch_width"),
+                "must be between 16 and 1048576",
+            );
+        }
+        if !(1..=16).contains(&l.sketch_depth) {
+            cx.err(format!("{path}.sketch_depth"), "must be between 1 and 16");
+        }
+        let cluster_counter = match (l.scope, &rate, &cluster) {
+            (crate::config::LimitScope::Cluster, Some((_, per)), Some(state)) => {
+                if per.subsec_nanos() != 0 {
+                    cx.err(
+                        format!("{path}.per"),
+                        "a cluster limit's window must be whole seconds (windows are aligned to the clock)",
+                    );
+                }
+                let c = Arc::new(ClusterCounter::new(name, *per, state.clone(), l.max_keys));
+                cluster_counters.push(c.clone());
+                Some(c)
+            }
+            (crate::config::LimitScope::Cluster, _, None) if cfg.cluster.is_none() => {
+                cx.err(
+                    format!("{path}.scope"),
+                    "scope = \"cluster\" needs a [cluster] section with redis = \"redis://...\"",
+                );
+                None
+            }
+            (crate::config::LimitScope::Cluster, None, _) if l.limit.is_none() => {
+                cx.err(
+                    format!("{path}.scope"),
+                    "only rates (limit + per) can be shared; max_in_flight is per gateway",
+                );
+                None
+            }
+            _ => None,
+        };
+        if cx.problems.len() == before {
+            if let Some(key) = key {
+                let size = SketchSize {
+                    depth: l.sketch_depth,
+                    width: l.sketch_width,
+                };
+                let policy = RateLimitPolicy::new(
+                    name,
+                    key,
+                    rate.map(|(limit, per)| (limit, per, size, cluster_counter)),
+                    l.max_in_flight,
+                );
+                rate_policies.insert(name.as_str(), Arc::new(policy));
+            }
+        }
+    }
+
     // --- [[routes]] -------------------------------------------------------
     let mut specs = Vec::new();
     let mut routes = Vec::new();
@@ -566,6 +719,20 @@ pub fn compile(loaded: &LoadedConfig) -> Result<Compiled, ConfigError> {
                 );
             }
         }
+        let mut route_limits = Vec::new();
+        for l in &r.rate_limit.0 {
+            match rate_policies.get(l.as_str()) {
+                Some(p) => route_limits.push(p.clone()),
+                None if !cfg.rate_limits.contains_key(l) => cx.err(
+                    format!("{path}.rate_limit"),
+                    format!(
+                        "no [rate_limits.{l}] block (defined: {})",
+                        list(cfg.rate_limits.keys())
+                    ),
+                ),
+                None => {}
+            }
+        }
         let route_auth = (!policies.is_empty()).then(|| RouteAuth {
             policies,
             allow_groups: r.allow_groups.clone(),
@@ -585,6 +752,7 @@ pub fn compile(loaded: &LoadedConfig) -> Result<Compiled, ConfigError> {
                 cors: route_cors,
                 auth: route_auth,
                 identity_headers: identity_headers.clone(),
+                rate_limits: route_limits,
                 duration: METRICS.duration.with_label_values(&[r.name.as_str()]),
             }));
         }
@@ -636,6 +804,10 @@ pub fn compile(loaded: &LoadedConfig) -> Result<Compiled, ConfigError> {
                 keepalive_timeout_secs: server.keepalive_timeout.as_secs().max(1),
             },
             access_log,
+            flood_guard,
+            trusted_proxies,
+            cluster,
+            cluster_counters,
             config_hash: hex::encode(Sha256::digest(loaded.text.as_bytes())),
             loaded_at: SystemTime::now(),
             source: loaded.path.clone(),
@@ -652,6 +824,26 @@ pub fn compile(loaded: &LoadedConfig) -> Result<Compiled, ConfigError> {
             upgrade_socket: server.upgrade_socket.clone(),
         },
     })
+}
+
+/// Checks a `limit` per `per` pair; true when it is usable.
+fn check_rate(cx: &mut Ctx, path: &str, limit: u64, per: Duration) -> bool {
+    let mut ok = true;
+    if limit == 0 {
+        cx.err(format!("{path}.limit"), "must be at least 1");
+        ok = false;
+    }
+    // pingora-limits' windows misbehave below a second (its reset check
+    // assumes at least 1000 ms have passed), and shorter windows are noise.
+    if per < Duration::from_secs(1) {
+        cx.err(format!("{path}.per"), "must be at least 1s");
+        ok = false;
+    }
+    if per > Duration::from_secs(86_400) {
+        cx.err(format!("{path}.per"), "must be at most 24h");
+        ok = false;
+    }
+    ok
 }
 
 fn is_method_token(m: &str) -> bool {

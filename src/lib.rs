@@ -2,7 +2,7 @@
 //!
 //! The request's walk (see the README's "Request lifecycle"): `proxy` takes
 //! a snapshot of the compiled config (`gateway`), matches a route (`router`),
-//! identifies the caller (`auth`), applies CORS and header transforms
+//! identifies the caller (`auth`), meters it (`ratelimit`), applies CORS and header transforms
 //! (`transform`), picks a healthy target
 //! (`upstream`) and records the outcome (`observe`). `config` parses the TOML
 //! file; `tls` serves certificates by SNI; `admin` answers operators;
@@ -17,6 +17,7 @@ pub mod demo;
 pub mod gateway;
 pub mod observe;
 pub mod proxy;
+pub mod ratelimit;
 pub mod router;
 pub mod server;
 pub mod tls;

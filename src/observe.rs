@@ -30,6 +30,9 @@ pub struct Metrics {
     pub upstream_healthy: IntGaugeVec,
     pub access_log_dropped: IntCounter,
     pub auth_failures: IntCounterVec,
+    pub ratelimited: IntCounterVec,
+    pub redis_errors: IntCounter,
+    pub redis_up: prometheus::IntGauge,
 }
 
 // Registration only fails on a duplicate name, which would be a programming
@@ -66,6 +69,22 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         &["route", "reason"]
     )
     .expect("register frontdesk_auth_failures_total"),
+    ratelimited: register_int_counter_vec!(
+        "frontdesk_ratelimited_total",
+        "Requests refused by a rate limit or concurrency cap, by route and limit",
+        &["route", "limit"]
+    )
+    .expect("register frontdesk_ratelimited_total"),
+    redis_errors: register_int_counter!(
+        "frontdesk_redis_errors_total",
+        "Failed syncs of cluster rate-limit counts with Redis"
+    )
+    .expect("register frontdesk_redis_errors_total"),
+    redis_up: prometheus::register_int_gauge!(
+        "frontdesk_redis_up",
+        "1 while cluster limits reach Redis, 0 during an outage"
+    )
+    .expect("register frontdesk_redis_up"),
 });
 
 /// Renders every registered metric in the Prometheus text format.

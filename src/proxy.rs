@@ -5,7 +5,8 @@
 //! * `request_filter`: snapshot, request id, header-size and path checks,
 //!   route match (404/405), CORS preflight (answered here, never forwarded),
 //!   body-size check (413), path rewrite decided, then authentication
-//!   (401/403) for routes with `auth`.
+//!   (401/403) for routes with `auth`, then the route's rate limits (429).
+//!   The server-wide flood guard runs first of all, before routing.
 //! * `upstream_peer` / `fail_to_connect`: a healthy target from the route's
 //!   pool; connect failures retry another target up to `retries`.
 //! * `upstream_request_filter`: rewritten path, client copies of identity
@@ -35,6 +36,7 @@ use pingora::{ErrorSource, ErrorType};
 use crate::auth::{AuthVerdict, ClientCertIdentity, Consumer, Credentials};
 use crate::gateway::{Gateway, GatewayHandle, Route};
 use crate::observe::{self, AccessLogEntry, METRICS};
+use crate::ratelimit::{self, Admission, LimitInput, Refusal};
 use crate::router::{normalize_host, normalize_path, RouteMatch};
 use crate::transform::{CorsVerdict, HeaderSink, PreflightVerdict};
 use crate::upstream::HashOn;
@@ -56,6 +58,11 @@ pub struct RequestCtx {
     route: Option<Arc<Route>>,
     /// Who is calling, on routes with `auth`.
     consumer: Option<Arc<Consumer>>,
+    /// What the route's rate limits took (in-flight slots are released when
+    /// the context is dropped) and the quota left, for the response headers.
+    admission: Option<Admission>,
+    /// The socket peer (the client, or the proxy in front of us).
+    peer_ip: Option<IpAddr>,
     request_id: String,
     /// Normalized host, for logs and X-Forwarded-Host.
     host: String,
@@ -86,6 +93,8 @@ impl RequestCtx {
             gateway: None,
             route: None,
             consumer: None,
+            admission: None,
+            peer_ip: None,
             request_id: String::new(),
             host: String::new(),
             upstream_uri: None,
@@ -500,6 +509,85 @@ async fn authenticate(session: &Session, ctx: &mut RequestCtx) -> Option<Reply> 
     }
 }
 
+/// Runs the route's rate limits; keeps the admission in `ctx` or returns
+/// the 429 (503 when a cluster limit's store is down and set to deny).
+fn limit(session: &Session, ctx: &mut RequestCtx) -> Option<Reply> {
+    let route = ctx.route.clone()?;
+    if route.rate_limits.is_empty() {
+        return None;
+    }
+    let input = LimitInput {
+        client_ip: ctx.client_ip?,
+        consumer: ctx.consumer.as_deref(),
+        headers: &session.req_header().headers,
+    };
+    match ratelimit::check(&route.rate_limits, &input) {
+        Ok(admission) => {
+            ctx.admission = Some(admission);
+            None
+        }
+        Err(refusal) => Some(refusal_reply(&refusal, &route.name)),
+    }
+}
+
+/// The reply for a refused request, counted in the metrics.
+fn refusal_reply(refusal: &Refusal, route: &str) -> Reply {
+    METRICS
+        .ratelimited
+        .with_label_values(&[route, refusal.policy()])
+        .inc();
+    match refusal {
+        Refusal::Rate {
+            quota,
+            retry_after_secs,
+        } => {
+            let mut reply = Reply::error(
+                429,
+                format!(
+                    "rate limit '{}' exceeded: {} requests per {}s; retry in {retry_after_secs}s",
+                    quota.policy, quota.limit, quota.window_secs
+                ),
+            );
+            reply
+                .headers
+                .push((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
+            push_quota_headers(&mut reply.headers, std::slice::from_ref(quota));
+            reply
+        }
+        Refusal::InFlight { policy, max } => {
+            let mut reply = Reply::error(
+                429,
+                format!("limit '{policy}': at most {max} requests in flight; retry when one finishes"),
+            );
+            reply
+                .headers
+                .push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            reply
+        }
+        Refusal::StoreDown { policy } => Reply::error(
+            503,
+            format!(
+                "limit '{policy}' cannot be checked: the cluster store (Redis) is unreachable and on_redis_error = \"deny\""
+            ),
+        ),
+    }
+}
+
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+fn push_quota_headers(headers: &mut Vec<(HeaderName, HeaderValue)>, quotas: &[ratelimit::Quota]) {
+    if let Some((policy, state)) = ratelimit::headers_for(quotas) {
+        if let (Ok(p), Ok(s)) = (
+            HeaderValue::from_str(&policy),
+            HeaderValue::from_str(&state),
+        ) {
+            headers.push((RATELIMIT_POLICY.clone(), p));
+            headers.push((RATELIMIT.clone(), s));
+        }
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Frontdesk {
     type CTX = RequestCtx;
@@ -514,15 +602,31 @@ impl ProxyHttp for Frontdesk {
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(gw.limits.keepalive_timeout_secs));
         }
-        ctx.client_ip = session
+        ctx.peer_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        ctx.client_ip = ctx.peer_ip.map(|peer| {
+            ratelimit::client_ip(peer, &session.req_header().headers, &gw.trusted_proxies)
+        });
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let mut verdict = admit(&gw, session.req_header(), ctx);
+        // The flood guard comes first: a flood costs one sketch update each.
+        let mut verdict = match (&gw.flood_guard, ctx.client_ip) {
+            (Some(guard), Some(ip)) => guard.check(ip).err().map(|r| {
+                ctx.request_id = new_request_id();
+                refusal_reply(&r, "-")
+            }),
+            _ => None,
+        };
+        if verdict.is_none() {
+            verdict = admit(&gw, session.req_header(), ctx);
+        }
         ctx.gateway = Some(gw);
         if verdict.is_none() {
             verdict = authenticate(session, ctx).await;
+        }
+        if verdict.is_none() {
+            verdict = limit(session, ctx);
         }
         match verdict {
             None => Ok(false),
@@ -628,7 +732,7 @@ impl ProxyHttp for Frontdesk {
                 upstream.insert_header(name.clone(), value.clone())?;
             }
         }
-        if let Some(ip) = ctx.client_ip {
+        if let Some(ip) = ctx.peer_ip {
             let forwarded = match session.req_header().headers.get(&X_FORWARDED_FOR) {
                 Some(prev) => format!("{}, {ip}", String::from_utf8_lossy(prev.as_bytes())),
                 None => ip.to_string(),
@@ -683,6 +787,13 @@ impl ProxyHttp for Frontdesk {
             resp.append_header(header::VARY, "Origin")?;
         }
         resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.as_str())?;
+        if let Some(admission) = &ctx.admission {
+            let mut quota_headers = Vec::new();
+            push_quota_headers(&mut quota_headers, &admission.quotas);
+            for (k, v) in quota_headers {
+                resp.insert_header(k, v)?;
+            }
+        }
         Ok(())
     }
 

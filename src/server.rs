@@ -1,6 +1,7 @@
 //! Server assembly: turns a compiled config into a running Pingora server
 //! (proxy listeners, TLS with SNI, the admin listener, the health-check
-//! service and, for `frontdesk demo`, the demo services).
+//! service, the cluster-limit sync with Redis and, for `frontdesk demo`, the
+//! demo services).
 //!
 //! Pingora's own YAML config is not used: its `ServerConf` is built from our
 //! `[server]` section (threads, grace period, pid file, upgrade socket), and
@@ -136,6 +137,12 @@ pub fn run(opts: RunOptions<'_>) -> Result<(), StartError> {
             handle: handle.clone(),
         },
     ));
+    server.add_service(background_service(
+        "cluster limit sync",
+        ClusterSyncService {
+            handle: handle.clone(),
+        },
+    ));
 
     if opts.demo {
         for (name, addr) in DEMO_SERVICES {
@@ -155,4 +162,92 @@ pub fn run(opts: RunOptions<'_>) -> Result<(), StartError> {
     }
 
     server.run_forever()
+}
+
+/// Sends cluster-scope rate-limit counts to Redis and reads the fleet's
+/// totals back, every `[cluster] sync_interval`, off the request path.
+pub struct ClusterSyncService {
+    pub handle: Arc<GatewayHandle>,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for ClusterSyncService {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        use crate::observe::METRICS;
+        // One connection manager per Redis URL; it reconnects by itself.
+        let mut conn: Option<(String, redis::aio::ConnectionManager)> = None;
+        loop {
+            let gw = self.handle.snapshot();
+            let interval = gw
+                .cluster
+                .as_ref()
+                .map_or(std::time::Duration::from_secs(1), |c| c.sync_interval);
+            if let Some(state) = &gw.cluster {
+                if conn.as_ref().is_none_or(|(url, _)| *url != state.redis_url) {
+                    conn = redis_connection(&state.redis_url).map(|c| (state.redis_url.clone(), c));
+                }
+                let result = match conn.as_mut() {
+                    Some((_, c)) => {
+                        crate::ratelimit::cluster::sync_all(&gw.cluster_counters, c).await
+                    }
+                    None => Err(redis::RedisError::from((
+                        redis::ErrorKind::Client,
+                        "no Redis client",
+                    ))),
+                };
+                match result {
+                    Ok(()) => {
+                        METRICS.redis_up.set(1);
+                        if state.set_up(true) {
+                            log::warn!(
+                                "cluster limits: Redis at {} is reachable again",
+                                state.redis_url
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        METRICS.redis_errors.inc();
+                        METRICS.redis_up.set(0);
+                        if state.set_up(false) {
+                            // Logged once per outage; the metric counts every failure.
+                            log::error!(
+                                "cluster limits: Redis at {} unreachable ({e}); on_redis_error = {:?} until it is back",
+                                state.redis_url,
+                                state.fallback
+                            );
+                        }
+                    }
+                }
+            }
+            drop(gw);
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    }
+}
+
+/// A lazily connecting Redis connection manager with short timeouts, so a
+/// dead Redis costs a sync round, never a hang.
+fn redis_connection(url: &str) -> Option<redis::aio::ConnectionManager> {
+    let client = match redis::Client::open(url) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("cluster limits: bad Redis URL {url}: {e}");
+            return None;
+        }
+    };
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(std::time::Duration::from_millis(500)))
+        .set_response_timeout(Some(std::time::Duration::from_millis(500)))
+        .set_number_of_retries(1)
+        .set_max_delay(std::time::Duration::from_millis(200));
+    match redis::aio::ConnectionManager::new_lazy_with_config(client, config) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            log::error!("cluster limits: cannot set up a Redis connection to {url}: {e}");
+            None
+        }
+    }
 }

@@ -71,6 +71,7 @@ impl ApiKeyPolicy {
             method: AuthMethod::ApiKey,
             policy: self.name.clone(),
             forward: vec![(X_CONSUMER.clone(), consumer_header)],
+            claims: serde_json::Map::new(),
         };
         self.keys.insert(digest, Arc::new(consumer));
         Ok(())

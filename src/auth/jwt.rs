@@ -503,10 +503,12 @@ impl JwtPolicy {
             method: AuthMethod::Jwt,
             policy: self.name.clone(),
             forward,
+            claims,
         });
         if let Some(cache) = &self.cache {
             let now = now_secs();
-            let expires = claims
+            let expires = consumer
+                .claims
                 .get("exp")
                 .and_then(Value::as_u64)
                 .map(|e| e.saturating_add(self.settings.leeway.as_secs()))

@@ -55,6 +55,9 @@ pub struct Consumer {
     pub policy: Arc<str>,
     /// Headers for the backend (`x-consumer`, forwarded claims).
     pub forward: Vec<(HeaderName, HeaderValue)>,
+    /// The verified token's claims (empty for API keys and certificates),
+    /// for limits keyed by `claim:NAME`.
+    pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Why a request was not admitted. `reason` is a short, fixed label (a

@@ -70,6 +70,7 @@ impl MtlsPolicy {
             method: AuthMethod::Mtls,
             policy: self.name.clone(),
             forward: vec![(X_CONSUMER.clone(), header)],
+            claims: serde_json::Map::new(),
         }))
     }
 }
