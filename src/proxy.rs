@@ -43,8 +43,15 @@ use crate::upstream::HashOn;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+// The names of headers the gateway adds, in the case they are sent with.
+// Pingora keeps a header's wire case next to its name; given a `&'static
+// str` it stores it without copying, where a `HeaderName` would be
+// title-cased into a fresh buffer on every insert.
+const X_REQUEST_ID_WIRE: &str = "X-Request-Id";
+const X_FORWARDED_FOR_WIRE: &str = "X-Forwarded-For";
+const X_FORWARDED_PROTO_WIRE: &str = "X-Forwarded-Proto";
+const X_FORWARDED_HOST_WIRE: &str = "X-Forwarded-Host";
 
 /// The gateway's proxy service.
 pub struct Frontdesk {
@@ -64,6 +71,9 @@ pub struct RequestCtx {
     /// The socket peer (the client, or the proxy in front of us).
     peer_ip: Option<IpAddr>,
     request_id: String,
+    /// The same id as a header value, built once and shared (a refcount
+    /// bump) by the upstream request and the response.
+    request_id_header: Option<HeaderValue>,
     /// Normalized host, for logs and X-Forwarded-Host.
     host: String,
     /// The path the upstream gets, when it differs from the client's.
@@ -96,6 +106,7 @@ impl RequestCtx {
             admission: None,
             peer_ip: None,
             request_id: String::new(),
+            request_id_header: None,
             host: String::new(),
             upstream_uri: None,
             client_ip: None,
@@ -139,7 +150,57 @@ fn valid_request_id(v: &HeaderValue) -> Option<&str> {
 }
 
 fn new_request_id() -> String {
-    format!("{:032x}", fastrand::u128(..))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut n = fastrand::u128(..);
+    let mut id = [0u8; 32];
+    for b in id.iter_mut().rev() {
+        *b = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    id.iter().map(|&b| b as char).collect()
+}
+
+impl RequestCtx {
+    /// The request id as a header value (built on first use).
+    fn request_id_value(&mut self) -> HeaderValue {
+        if let Some(v) = &self.request_id_header {
+            return v.clone();
+        }
+        let v = HeaderValue::from_maybe_shared(Bytes::copy_from_slice(self.request_id.as_bytes()))
+            .unwrap_or(HeaderValue::from_static("-"));
+        self.request_id_header = Some(v.clone());
+        v
+    }
+}
+
+/// `X-Forwarded-For` for the upstream: what the client's header said, then
+/// the peer. Written by hand: `Display` for addresses goes through the
+/// formatting machinery, a measurable cost on every request.
+fn forwarded_for(prev: Option<&HeaderValue>, peer: IpAddr) -> Option<HeaderValue> {
+    let mut out = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
+    if let Some(p) = prev {
+        out.extend_from_slice(p.as_bytes());
+        out.extend_from_slice(b", ");
+    }
+    match peer {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                let o = *octet;
+                if o >= 100 {
+                    out.push(b'0' + o / 100);
+                }
+                if o >= 10 {
+                    out.push(b'0' + o / 10 % 10);
+                }
+                out.push(b'0' + o % 10);
+            }
+        }
+        IpAddr::V6(v6) => out.extend_from_slice(v6.to_string().as_bytes()),
+    }
+    HeaderValue::from_maybe_shared(Bytes::from(out)).ok()
 }
 
 /// Bytes of the request line and headers as they arrived (close enough for a cap).
@@ -211,7 +272,7 @@ async fn respond(
     } else if status != 204 && status != 304 {
         resp.insert_header(header::CONTENT_LENGTH, 0)?;
     }
-    resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.as_str())?;
+    resp.insert_header(X_REQUEST_ID_WIRE, ctx.request_id_value())?;
     for (k, v) in extra.iter().chain(ctx.cors_headers.iter()) {
         resp.append_header(k.clone(), v.clone())?;
     }
@@ -332,8 +393,15 @@ impl Reply {
 /// Kept apart from the hook so it can be tested and benchmarked without a
 /// Pingora session.
 pub fn admit(gw: &Gateway, req: &RequestHeader, ctx: &mut RequestCtx) -> Option<Reply> {
-    ctx.request_id = match req.headers.get(&X_REQUEST_ID).and_then(valid_request_id) {
-        Some(id) => id.to_string(),
+    ctx.request_id = match req
+        .headers
+        .get(&X_REQUEST_ID)
+        .and_then(|v| valid_request_id(v).map(|id| (v, id)))
+    {
+        Some((value, id)) => {
+            ctx.request_id_header = Some(value.clone());
+            id.to_string()
+        }
         None => new_request_id(),
     };
 
@@ -733,20 +801,19 @@ impl ProxyHttp for Frontdesk {
             }
         }
         if let Some(ip) = ctx.peer_ip {
-            let forwarded = match session.req_header().headers.get(&X_FORWARDED_FOR) {
-                Some(prev) => format!("{}, {ip}", String::from_utf8_lossy(prev.as_bytes())),
-                None => ip.to_string(),
-            };
-            upstream.insert_header(X_FORWARDED_FOR.clone(), forwarded)?;
+            let prev = session.req_header().headers.get(&X_FORWARDED_FOR);
+            if let Some(v) = forwarded_for(prev, ip) {
+                upstream.insert_header(X_FORWARDED_FOR_WIRE, v)?;
+            }
         }
         upstream.insert_header(
-            X_FORWARDED_PROTO.clone(),
-            if ctx.tls { "https" } else { "http" },
+            X_FORWARDED_PROTO_WIRE,
+            HeaderValue::from_static(if ctx.tls { "https" } else { "http" }),
         )?;
         if !ctx.host.is_empty() {
-            upstream.insert_header(X_FORWARDED_HOST.clone(), ctx.host.as_str())?;
+            upstream.insert_header(X_FORWARDED_HOST_WIRE, ctx.host.as_str())?;
         }
-        upstream.insert_header(X_REQUEST_ID.clone(), ctx.request_id.as_str())?;
+        upstream.insert_header(X_REQUEST_ID_WIRE, ctx.request_id_value())?;
         Ok(())
     }
 
@@ -786,7 +853,7 @@ impl ProxyHttp for Frontdesk {
         if ctx.vary_origin {
             resp.append_header(header::VARY, "Origin")?;
         }
-        resp.insert_header(X_REQUEST_ID.clone(), ctx.request_id.as_str())?;
+        resp.insert_header(X_REQUEST_ID_WIRE, ctx.request_id_value())?;
         if let Some(admission) = &ctx.admission {
             let mut quota_headers = Vec::new();
             push_quota_headers(&mut quota_headers, &admission.quotas);
@@ -912,7 +979,23 @@ mod tests {
             valid_request_id(&HeaderValue::from_str(&"a".repeat(129)).unwrap()),
             None
         );
-        assert_eq!(new_request_id().len(), 32);
+        let id = new_request_id();
+        assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(id, new_request_id());
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_peer() {
+        let v4: IpAddr = "10.0.7.255".parse().unwrap();
+        assert_eq!(forwarded_for(None, v4).unwrap(), "10.0.7.255");
+        let prev = HeaderValue::from_static("203.0.113.1");
+        assert_eq!(
+            forwarded_for(Some(&prev), "0.0.0.9".parse().unwrap()).unwrap(),
+            "203.0.113.1, 0.0.0.9"
+        );
+        let v6: IpAddr = "::1".parse().unwrap();
+        assert_eq!(forwarded_for(None, v6).unwrap(), "::1");
     }
 
     #[test]
