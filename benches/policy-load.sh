@@ -6,10 +6,12 @@
 # Every request carries the same header, so the routing-only gateway sees
 # exactly the same bytes.
 #
-#   benches/policy-load.sh jwt [--reps N] [--scenarios small,16k,close]
+#   benches/policy-load.sh jwt|ratelimit [--reps N] [--scenarios small,16k,close]
 #
-#   jwt   routing + JWT (HS256) on one repeated token: the verified-token
-#         cache path a returning client takes
+#   jwt        routing + JWT (HS256) on one repeated token: the verified-token
+#              cache path a returning client takes
+#   ratelimit  routing + a per-IP rate limit that admits everything (what
+#              checking a limit costs; target >= 0.95 of routing only)
 #
 # The last lines are the rig's ratios: ratio_vs_plain (>= 0.9 is the target
 # for jwt) and ratio_vs_bare. Needs what benches/load.sh needs.
@@ -17,7 +19,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RIG=${RIG:-$ROOT/../shared/bench}
 [[ -f $RIG/lib.sh ]] || { echo "load rig not found at $RIG (set RIG=...)" >&2; exit 2; }
-POLICY=${1:?usage: policy-load.sh jwt [--reps N] [--scenarios LIST]}
+POLICY=${1:?usage: policy-load.sh jwt|ratelimit [--reps N] [--scenarios LIST]}
 shift
 : "${REPS:=3}" "${SCENARIOS:=small}"
 while [[ $# -gt 0 ]]; do
@@ -47,7 +49,8 @@ case $POLICY in
         sig=$(printf '%s.%s' "$head" "$body" | openssl dgst -sha256 -hmac "$FRONTDESK_BENCH_SECRET" -binary | b64)
         BENCH_HEADER="Authorization: Bearer $head.$body.$sig"
         ;;
-    *) echo "unknown policy $POLICY (jwt)" >&2; exit 2 ;;
+    ratelimit) BENCH_HEADER="X-Bench: ratelimit" ;;
+    *) echo "unknown policy $POLICY (jwt, ratelimit)" >&2; exit 2 ;;
 esac
 
 # shellcheck source=/dev/null

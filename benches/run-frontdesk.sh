@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Starts Frontdesk as the proxy under test for the load rig: writes a config
 # for $PROXY_PORT -> $UPSTREAM_ADDR and execs the release binary (so the rig's
-# pid is the gateway's). Usage: run-frontdesk.sh [plain|policies|jwt]
+# pid is the gateway's). Usage: run-frontdesk.sh [plain|policies|jwt|ratelimit]
 #   plain     one route, one target: the quick-start shape of bare Pingora
 #   policies  header transforms both ways, CORS, a health-checked pool and a
 #             JSON access log line per request (to a file)
 #   jwt       plain + JWT auth (HS256, secret in $FRONTDESK_BENCH_SECRET)
+#   ratelimit plain + a per-IP rate limit that never refuses (its cost only)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PROFILE=${1:-plain}
@@ -49,6 +50,19 @@ response.set_headers = { "strict-transport-security" = "max-age=63072000" }
 
 [cors.web]
 allow_origins = ["https://app.example.com"]
+TOML
+elif [[ $PROFILE == ratelimit ]]; then
+cat >>"$CONF" <<'TOML'
+[[routes]]
+name = "all"
+path_prefix = "/"
+upstream = "origin"
+rate_limit = "per-ip"
+
+[rate_limits.per-ip]
+key = "ip"
+limit = 1000000000
+per = "1s"
 TOML
 elif [[ $PROFILE == jwt ]]; then
 cat >>"$CONF" <<'TOML'

@@ -157,7 +157,8 @@ fn new_request_id() -> String {
         *b = HEX[(n & 0xf) as usize];
         n >>= 4;
     }
-    id.iter().map(|&b| b as char).collect()
+    // Only ASCII hex digits were written.
+    String::from_utf8(id.to_vec()).unwrap_or_default()
 }
 
 impl RequestCtx {
