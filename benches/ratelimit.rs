@@ -138,7 +138,9 @@ fn cluster_accuracy(port: u16, limit: u64, per: Duration, windows: u32) -> Optio
         let mut syncs = Vec::new();
         for node in &nodes {
             let node = node.clone();
-            let mut conn = redis::aio::ConnectionManager::new(client.clone()).await.ok()?;
+            let mut conn = redis::aio::ConnectionManager::new(client.clone())
+                .await
+                .ok()?;
             syncs.push(tokio::spawn(async move {
                 loop {
                     let _ = node.sync(&mut conn).await;
@@ -185,7 +187,14 @@ fn report() {
         .map(|a| a.port())
         .unwrap_or(16399);
     let redis = std::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
         .stdout(std::process::Stdio::null())
         .spawn();
     match redis {
