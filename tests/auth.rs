@@ -309,14 +309,7 @@ forward_claims = {{ sub = "x-user-id", email = "x-user-email" }}
             "{what}"
         );
         assert!(body["request_id"].as_str().is_some(), "{what}");
-        let metrics = client()
-            .get(gw.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = common::metrics(&gw).await;
         let line = format!("frontdesk_auth_failures_total{{reason=\"{reason}\",route=\"orders\"}}");
         assert!(metrics.contains(&line), "{what}: no {line} in\n{metrics}");
     }

@@ -9,7 +9,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{client, free_port, upstream, Backend, Gateway};
+use common::{client, free_port, metrics, upstream, Backend, Gateway};
 
 async fn get(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
     let mut req = client().get(gw.url(path));
@@ -24,17 +24,6 @@ fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-}
-
-async fn metrics(gw: &Gateway) -> String {
-    client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -250,6 +250,18 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
+/// The admin listener's Prometheus text.
+pub async fn metrics(gw: &Gateway) -> String {
+    client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("metrics request")
+        .text()
+        .await
+        .unwrap_or_default()
+}
+
 /// An `[upstreams.NAME]` block for the given backends.
 pub fn upstream(name: &str, backends: &[&Backend], extra: &str) -> String {
     let targets: Vec<String> = backends.iter().map(|b| format!("\"{}\"", b.addr)).collect();
