@@ -5,7 +5,10 @@
 //!   (200), or which pools have none (503).
 //! * `GET /metrics`: Prometheus text format.
 //! * `GET /status`: JSON with the version, the config hash and load time,
-//!   the routes and every target's health.
+//!   the last reload's outcome, the routes and every target's health.
+//! * `POST /reload`: re-read and swap the config (as SIGHUP does); 200 with
+//!   the new config hash, or 400 with every problem of the file (nothing
+//!   changes then).
 //!
 //! Bind it to a loopback or management address: it is not authenticated.
 
@@ -41,6 +44,28 @@ fn json_reply(status: StatusCode, value: serde_json::Value) -> Response<Vec<u8>>
 }
 
 impl AdminApp {
+    async fn reload(&self) -> Response<Vec<u8>> {
+        let handle = self.handle.clone();
+        match tokio::task::spawn_blocking(move || handle.reload()).await {
+            Ok(Ok(gw)) => json_reply(
+                StatusCode::OK,
+                json!({ "status": "reloaded", "hash": gw.config_hash, "routes": gw.routes.len() }),
+            ),
+            Ok(Err(e)) => json_reply(
+                StatusCode::BAD_REQUEST,
+                json!({
+                    "error": "the config file has problems; the previous config stays in use",
+                    "status": 400,
+                    "problems": e.to_string().lines().collect::<Vec<_>>(),
+                }),
+            ),
+            Err(e) => json_reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "error": format!("reload task failed: {e}"), "status": 500 }),
+            ),
+        }
+    }
+
     fn readyz(&self) -> Response<Vec<u8>> {
         let gw = self.handle.load();
         let down: Vec<&str> = gw
@@ -84,6 +109,7 @@ impl AdminApp {
             .iter()
             .map(|r| json!({ "name": r.name, "upstream": r.pool.name }))
             .collect();
+        let reload = self.handle.reload_status();
         json_reply(
             StatusCode::OK,
             json!({
@@ -92,6 +118,11 @@ impl AdminApp {
                     "path": gw.source.display().to_string(),
                     "hash": gw.config_hash,
                     "loaded_at": humantime::format_rfc3339_seconds(gw.loaded_at).to_string(),
+                    "reloads_ok": reload.reloads_ok,
+                    "reloads_failed": reload.reloads_failed,
+                    "last_reload_attempt": reload.last_attempt.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                    "last_reload_error": reload.last_error,
+                    "listener_change_pending_upgrade": reload.pending_listener_change,
                 },
                 "routes": routes,
                 "upstreams": upstreams,
@@ -104,10 +135,13 @@ impl AdminApp {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
+        if req.method == http::Method::POST && req.uri.path() == "/reload" {
+            return self.reload().await;
+        }
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
             return json_reply(
                 StatusCode::METHOD_NOT_ALLOWED,
-                json!({ "error": "the admin endpoints answer GET", "status": 405 }),
+                json!({ "error": "the admin endpoints answer GET (and POST /reload)", "status": 405 }),
             );
         }
         match req.uri.path() {

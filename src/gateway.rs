@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, Guard};
@@ -71,12 +71,18 @@ pub struct Gateway {
     pub limits: RequestLimits,
     pub access_log: AccessLogTarget,
     /// `[server] max_requests_per_ip`, checked before routing.
-    pub flood_guard: Option<FloodGuard>,
+    pub flood_guard: Option<Arc<FloodGuard>>,
     /// Proxies whose X-Forwarded-For names the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `[cluster]`, and every cluster-scope counter to sync through it.
     pub cluster: Option<Arc<ClusterState>>,
     pub cluster_counters: Vec<Arc<ClusterCounter>>,
+    /// Every `[rate_limits.*]` block, by name.
+    pub rate_policies: BTreeMap<String, Arc<RateLimitPolicy>>,
+    /// What each pool, limit and the flood guard was built from (their
+    /// sections' text), so that a reload keeps the unchanged ones, and with
+    /// them their health state and counts.
+    pub fingerprints: BTreeMap<String, String>,
     /// sha256 of the config text, shown on /status.
     pub config_hash: String,
     pub loaded_at: SystemTime,
@@ -114,12 +120,36 @@ pub struct Compiled {
 /// The live snapshot; swapped whole on reload.
 pub struct GatewayHandle {
     current: ArcSwap<Gateway>,
+    /// One reload at a time (SIGHUP, `POST /reload` and `frontdesk reload`
+    /// may arrive together).
+    reloading: Mutex<()>,
+    status: Mutex<ReloadStatus>,
+    /// The running TLS listeners' certificate stores, by listen address.
+    cert_stores: Mutex<Vec<(String, Arc<ArcSwap<CertStore>>)>>,
+    /// What the running listeners were opened from.
+    listener_fingerprint: Mutex<String>,
+}
+
+/// The outcome of the reloads so far, for `/status`.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadStatus {
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    pub last_attempt: Option<SystemTime>,
+    /// Why the last attempt failed (`None` once one succeeds again).
+    pub last_error: Option<String>,
+    /// Set when the file changes listeners, which only an upgrade applies.
+    pub pending_listener_change: bool,
 }
 
 impl GatewayHandle {
     pub fn new(gateway: Gateway) -> GatewayHandle {
         GatewayHandle {
             current: ArcSwap::from_pointee(gateway),
+            reloading: Mutex::new(()),
+            status: Mutex::new(ReloadStatus::default()),
+            cert_stores: Mutex::new(Vec::new()),
+            listener_fingerprint: Mutex::new(String::new()),
         }
     }
 
@@ -135,6 +165,109 @@ impl GatewayHandle {
 
     pub fn store(&self, gateway: Gateway) {
         self.current.store(Arc::new(gateway));
+    }
+
+    /// Records what the server's listeners were opened from and their
+    /// certificate stores, so reloads can swap certificates and spot
+    /// listener changes.
+    pub fn register_listener_state(
+        &self,
+        fingerprint: String,
+        cert_stores: Vec<(String, Arc<ArcSwap<CertStore>>)>,
+    ) {
+        if let Ok(mut f) = self.listener_fingerprint.lock() {
+            *f = fingerprint;
+        }
+        if let Ok(mut c) = self.cert_stores.lock() {
+            *c = cert_stores;
+        }
+    }
+
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Re-reads the config file, compiles it beside the running snapshot
+    /// (pools, limits and the flood guard that did not change are kept) and
+    /// swaps it in; certificates of unchanged TLS listeners are swapped too.
+    /// Requests in flight finish on the snapshot they started with. On any
+    /// problem nothing changes and the problems are returned. Blocking (file
+    /// reads, name resolution): call it off the request path.
+    pub fn reload(&self) -> Result<Arc<Gateway>, ConfigError> {
+        let _one_at_a_time = self.reloading.lock();
+        let previous = self.snapshot();
+        let started = std::time::Instant::now();
+        let result = crate::config::load_file(&previous.source)
+            .and_then(|loaded| compile_with(&loaded, Some(&previous)));
+        let mut status = self.status.lock().map(|s| s.clone()).unwrap_or_default();
+        status.last_attempt = Some(SystemTime::now());
+        let outcome = match result {
+            Ok(compiled) => {
+                let listeners_changed = self
+                    .listener_fingerprint
+                    .lock()
+                    .map(|f| *f != compiled.listeners.fingerprint())
+                    .unwrap_or(false);
+                if listeners_changed {
+                    log::warn!(
+                        "config reload: listener settings changed ([server] listen, tls, threads, ...); they take effect with a graceful upgrade (frontdesk run -u), the rest applies now"
+                    );
+                }
+                if let Ok(stores) = self.cert_stores.lock() {
+                    for tls in compiled.listeners.tls {
+                        if let Some((_, store)) = stores.iter().find(|(l, _)| *l == tls.listen) {
+                            store.store(Arc::new(tls.certs));
+                        }
+                    }
+                }
+                let gateway = Arc::new(compiled.gateway);
+                self.current.store(gateway.clone());
+                METRICS.config_reloads.with_label_values(&["ok"]).inc();
+                status.reloads_ok += 1;
+                status.last_error = None;
+                status.pending_listener_change = listeners_changed;
+                log::info!(
+                    "config reloaded from {} in {} ms ({} routes)",
+                    gateway.source.display(),
+                    started.elapsed().as_millis(),
+                    gateway.routes.len()
+                );
+                Ok(gateway)
+            }
+            Err(e) => {
+                METRICS.config_reloads.with_label_values(&["error"]).inc();
+                status.reloads_failed += 1;
+                status.last_error = Some(e.to_string());
+                log::error!("config reload failed; still serving the previous config:\n{e}");
+                Err(e)
+            }
+        };
+        if let Ok(mut s) = self.status.lock() {
+            *s = status;
+        }
+        outcome
+    }
+}
+
+impl ListenerPlan {
+    /// What opening these listeners depends on; a reload compares it.
+    pub fn fingerprint(&self) -> String {
+        let tls: Vec<String> = self
+            .tls
+            .iter()
+            .map(|t| format!("{} h2={} ca={:?}", t.listen, t.h2, t.client_ca))
+            .collect();
+        format!(
+            "{:?} {:?} {tls:?} threads={} ws={} h2c={} grace={:?} pid={} sock={}",
+            self.listen,
+            self.admin_listen,
+            self.threads,
+            self.work_stealing,
+            self.h2c,
+            self.grace_period,
+            self.pid_file,
+            self.upgrade_socket
+        )
     }
 }
 
@@ -166,7 +299,22 @@ const METHOD_TOKENS: &[&str] = &[
 
 /// Compiles a loaded file into a snapshot and a listener plan.
 pub fn compile(loaded: &LoadedConfig) -> Result<Compiled, ConfigError> {
+    compile_with(loaded, None)
+}
+
+/// Compiles a loaded file; pools, limits and the flood guard whose sections
+/// did not change since `previous` are carried over as they are (health
+/// state, counts and in-flight slots included).
+pub fn compile_with(
+    loaded: &LoadedConfig,
+    previous: Option<&Gateway>,
+) -> Result<Compiled, ConfigError> {
     let cfg = &loaded.config;
+    let mut fingerprints = BTreeMap::new();
+    // The previous object for `key` when its section is unchanged.
+    let unchanged = |key: &str, fp: &str| {
+        previous.is_some_and(|p| p.fingerprints.get(key).is_some_and(|old| old == fp))
+    };
     let mut cx = Ctx {
         map: &loaded.source_map,
         problems: Vec::new(),
@@ -295,9 +443,24 @@ pub fn compile(loaded: &LoadedConfig) -> Result<Compiled, ConfigError> {
         if up.connect_timeout.is_zero() || up.read_timeout.is_zero() || up.write_timeout.is_zero() {
             cx.err(path.clone(), "timeouts must be greater than 0");
         }
+        let fp_key = format!("upstreams.{name}");
+        let fp = format!("{up:?}");
         match Pool::build(name, up) {
             Ok(pool) => {
-                pools.insert(name.clone(), Arc::new(pool));
+                // Same section and the same addresses (names resolve again on
+                // every load): keep the running pool and its health state.
+                let kept = previous
+                    .filter(|_| unchanged(&fp_key, &fp))
+                    .and_then(|p| p.pools.get(name))
+                    .filter(|old| {
+                        old.targets
+                            .iter()
+                            .map(|t| &t.label)
+                            .eq(pool.targets.iter().map(|t| &t.label))
+                    })
+                    .cloned();
+                pools.insert(name.clone(), kept.unwrap_or_else(|| Arc::new(pool)));
+                fingerprints.insert(fp_key, fp);
             }
             Err(e) => {
                 let at = match e {
@@ -411,7 +574,16 @@ pub fn compile(loaded: &LoadedConfig) -> Result<Compiled, ConfigError> {
     let flood_guard = match &server.max_requests_per_ip {
         Some(r) => {
             let ok = check_rate(&mut cx, "server.max_requests_per_ip", r.limit, r.per);
-            ok.then(|| FloodGuard::new(r.limit, r.per, SketchSize::default()))
+            let fp = format!("{r:?}");
+            let kept = previous
+                .filter(|_| unchanged("server.max_requests_per_ip", &fp))
+                .and_then(|p| p.flood_guard.clone());
+            fingerprints.insert("server.max_requests_per_ip".to_string(), fp);
+            ok.then(|| {
+                kept.unwrap_or_else(|| {
+                    Arc::new(FloodGuard::new(r.limit, r.per, SketchSize::default()))
+                })
+            })
         }
         None => None,
     };
@@ -437,17 +609,41 @@ pub fn compile(loaded: &LoadedConfig) -> Result<Compiled, ConfigError> {
             crate::config::OnRedisError::Allow => Fallback::Allow,
             crate::config::OnRedisError::Deny => Fallback::Deny,
         };
-        Some(Arc::new(ClusterState::new(
-            &c.redis,
-            fallback,
-            c.sync_interval,
-            &c.key_prefix,
-        )))
+        let fp = format!("{c:?}");
+        let kept = previous
+            .filter(|_| unchanged("cluster", &fp))
+            .and_then(|p| p.cluster.clone());
+        fingerprints.insert("cluster".to_string(), fp);
+        Some(kept.unwrap_or_else(|| {
+            Arc::new(ClusterState::new(
+                &c.redis,
+                fallback,
+                c.sync_interval,
+                &c.key_prefix,
+            ))
+        }))
     });
+    let cluster_fp = fingerprints.get("cluster").cloned().unwrap_or_default();
     let mut cluster_counters = Vec::new();
     let mut rate_policies: BTreeMap<&str, Arc<RateLimitPolicy>> = BTreeMap::new();
     for (name, l) in &cfg.rate_limits {
         let path = join_key("rate_limits", name);
+        // A limit's counts depend on its own section and, for cluster
+        // scope, on the [cluster] it counts through.
+        let fp_key = format!("rate_limits.{name}");
+        let fp = format!("{l:?} {cluster_fp}");
+        if let Some(old) = previous
+            .filter(|_| unchanged(&fp_key, &fp))
+            .and_then(|p| p.rate_policies.get(name))
+        {
+            if let Some(c) = old.rate.as_ref().and_then(|r| r.cluster.clone()) {
+                cluster_counters.push(c);
+            }
+            rate_policies.insert(name.as_str(), old.clone());
+            fingerprints.insert(fp_key, fp);
+            continue;
+        }
+        fingerprints.insert(fp_key, fp);
         let before = cx.problems.len();
         let key = match LimitKey::parse(&l.key) {
             Ok(k) => Some(k),
@@ -808,6 +1004,11 @@ pub fn compile(loaded: &LoadedConfig) -> Result<Compiled, ConfigError> {
             trusted_proxies,
             cluster,
             cluster_counters,
+            rate_policies: rate_policies
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            fingerprints,
             config_hash: hex::encode(Sha256::digest(loaded.text.as_bytes())),
             loaded_at: SystemTime::now(),
             source: loaded.path.clone(),
@@ -941,6 +1142,41 @@ mod tests {
             ],
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_recompile_keeps_unchanged_pools_and_limits() {
+        let text = |limit: u32, target: &str| {
+            format!("[upstreams.a]\ntargets = [\"127.0.0.1:9\"]\n[upstreams.b]\ntargets = [\"{target}\"]\n[[routes]]\nname = \"r\"\nupstream = \"a\"\nrate_limit = [\"x\", \"y\"]\n[[routes]]\nname = \"s\"\nupstream = \"b\"\npath = \"/s\"\n[rate_limits.x]\nlimit = 5\nper = \"1m\"\n[rate_limits.y]\nlimit = {limit}\nper = \"1m\"\n")
+        };
+        let first = compile_str(&text(5, "127.0.0.1:10")).unwrap().gateway;
+        let loaded = parse_str(
+            &text(6, "127.0.0.1:11"),
+            Path::new("t.toml"),
+            Path::new("."),
+        )
+        .unwrap();
+        let second = compile_with(&loaded, Some(&first)).unwrap().gateway;
+        assert!(
+            Arc::ptr_eq(&first.pools["a"], &second.pools["a"]),
+            "unchanged pool kept"
+        );
+        assert!(
+            !Arc::ptr_eq(&first.pools["b"], &second.pools["b"]),
+            "changed pool rebuilt"
+        );
+        assert!(Arc::ptr_eq(
+            &first.rate_policies["x"],
+            &second.rate_policies["x"]
+        ));
+        assert!(!Arc::ptr_eq(
+            &first.rate_policies["y"],
+            &second.rate_policies["y"]
+        ));
+        assert!(Arc::ptr_eq(
+            &second.routes[0].rate_limits[0],
+            &first.rate_policies["x"]
+        ));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The `frontdesk` command line: `run`, `check`, `demo` and `hash-key`.
+//! The `frontdesk` command line: `run`, `check`, `demo`, `hash-key` and `reload`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +49,12 @@ enum Command {
     },
     /// Read an API key on stdin and print the `sha256 = "..."` line for the config.
     HashKey,
+    /// Validate a config file, then tell the gateway running on it (found
+    /// through its pid_file) to reload it (SIGHUP).
+    Reload {
+        #[arg(short, long, default_value = "conf/frontdesk.toml")]
+        config: PathBuf,
+    },
 }
 
 /// `frontdesk hash-key`: the key is read from stdin (not an argument, which
@@ -69,6 +75,49 @@ fn hash_key() -> ExitCode {
     }
     println!("sha256 = \"{}\"", frontdesk::auth::api_key::hash_key(key));
     ExitCode::SUCCESS
+}
+
+/// `frontdesk reload`: refuse a bad file here, with every problem, rather
+/// than let the running gateway log it; then signal the running gateway.
+fn reload(config: &std::path::Path) -> ExitCode {
+    let loaded = match load_and_compile(config) {
+        Ok((loaded, _)) => loaded,
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!(
+                "{}: not reloaded: {} problem(s)",
+                config.display(),
+                e.problems.len()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let pid_file = &loaded.config.server.pid_file;
+    let pid = match std::fs::read_to_string(pid_file)
+        .map_err(|e| e.to_string())
+        .and_then(|t| t.trim().parse::<i32>().map_err(|e| e.to_string()))
+    {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("cannot read the gateway's pid from {pid_file} (server.pid_file): {e}; is it running on this config?");
+            return ExitCode::FAILURE;
+        }
+    };
+    match nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    ) {
+        Ok(()) => {
+            println!(
+                "reload requested (SIGHUP to pid {pid}); its log and /status tell the outcome"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot signal pid {pid} from {pid_file}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -99,6 +148,7 @@ fn main() -> ExitCode {
         } => (config, upgrade, daemon, false),
         Command::Demo { config } => (config, false, false, true),
         Command::HashKey => return hash_key(),
+        Command::Reload { config } => return reload(&config),
     };
     let result = run(RunOptions {
         config: &config,

@@ -33,12 +33,14 @@ pub struct Metrics {
     pub ratelimited: IntCounterVec,
     pub redis_errors: IntCounter,
     pub redis_up: prometheus::IntGauge,
+    pub config_reloads: IntCounterVec,
 }
 
 // Registration only fails on a duplicate name, which would be a programming
 // error caught by every test run; nothing a user controls reaches it.
 #[allow(clippy::expect_used)]
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    Metrics {
     requests: register_int_counter_vec!(
         "frontdesk_requests_total",
         "Requests answered, by route, method and status",
@@ -85,6 +87,13 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "1 while cluster limits reach Redis, 0 during an outage"
     )
     .expect("register frontdesk_redis_up"),
+    config_reloads: register_int_counter_vec!(
+        "frontdesk_config_reloads_total",
+        "Config reloads, by result (ok: swapped in; error: the file was refused and nothing changed)",
+        &["result"]
+    )
+    .expect("register frontdesk_config_reloads_total"),
+}
 });
 
 /// Renders every registered metric in the Prometheus text format.

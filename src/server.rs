@@ -85,9 +85,13 @@ pub fn run(opts: RunOptions<'_>) -> Result<(), StartError> {
     for addr in &listeners.listen {
         proxy.add_tcp(addr);
     }
+    let listener_fingerprint_plan = listeners.fingerprint();
+    let mut cert_stores = Vec::new();
     for tls in listeners.tls {
+        let store = Arc::new(ArcSwap::from_pointee(tls.certs));
+        cert_stores.push((tls.listen.clone(), store.clone()));
         let resolver = SniResolver {
-            store: Arc::new(ArcSwap::from_pointee(tls.certs)),
+            store,
             client_identity: tls.client_ca.is_some(),
         };
         let tls_err = |e: &dyn std::fmt::Display| StartError::Tls {
@@ -119,6 +123,7 @@ pub fn run(opts: RunOptions<'_>) -> Result<(), StartError> {
         proxy.add_tls_with_settings(&tls.listen, None, settings);
     }
     server.add_service(proxy);
+    handle.register_listener_state(listener_fingerprint_plan, cert_stores);
 
     if let Some(admin_addr) = &listeners.admin_listen {
         let mut admin = Service::new(
@@ -134,6 +139,12 @@ pub fn run(opts: RunOptions<'_>) -> Result<(), StartError> {
     server.add_service(background_service(
         "upstream health checks",
         HealthCheckService {
+            handle: handle.clone(),
+        },
+    ));
+    server.add_service(background_service(
+        "config reload on SIGHUP",
+        ReloadOnHangup {
             handle: handle.clone(),
         },
     ));
@@ -161,6 +172,17 @@ pub fn run(opts: RunOptions<'_>) -> Result<(), StartError> {
         );
     }
 
+    if !opts.daemon {
+        // Pingora writes the pid file only when it daemonizes; in the
+        // foreground (systemd, containers) `frontdesk reload` and upgrades
+        // still need to find this process.
+        if let Err(e) = std::fs::write(&listeners.pid_file, format!("{}\n", std::process::id())) {
+            log::warn!(
+                "cannot write the pid file {} (server.pid_file): {e}; `frontdesk reload` will not find this process",
+                listeners.pid_file
+            );
+        }
+    }
     server.run_forever()
 }
 
@@ -248,6 +270,40 @@ fn redis_connection(url: &str) -> Option<redis::aio::ConnectionManager> {
         Err(e) => {
             log::error!("cluster limits: cannot set up a Redis connection to {url}: {e}");
             None
+        }
+    }
+}
+
+/// Claims SIGHUP (Pingora installs no handler, and the default action would
+/// kill the gateway) and reloads the config on each one.
+pub struct ReloadOnHangup {
+    pub handle: Arc<GatewayHandle>,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for ReloadOnHangup {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot listen for SIGHUP, config reload by signal is off: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                got = hangups.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    log::info!("SIGHUP: reloading the config");
+                    let handle = self.handle.clone();
+                    // Compiling reads files and resolves names: off the runtime's workers.
+                    let _ = tokio::task::spawn_blocking(move || handle.reload()).await;
+                }
+            }
         }
     }
 }

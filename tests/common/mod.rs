@@ -220,6 +220,16 @@ impl Gateway {
         }
     }
 
+    /// The gateway process's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The config file the gateway runs on.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("frontdesk.toml")
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }

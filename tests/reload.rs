@@ -1,0 +1,256 @@
+//! Hot reload through the real binary: 20 reloads under steady traffic
+//! (SIGHUP, `frontdesk reload`, `POST /reload`), no failed request, each new
+//! config live within a second, rate-limit counts of an unchanged limit
+//! carried over, and a broken file that changes nothing and says why.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{binary, client, metrics, upstream, Backend, Gateway};
+
+fn body(a: &Backend, b: &Backend, flip_to: &str, extra_route: bool) -> String {
+    let mut s = format!(
+        "{}{}\n[[routes]]\nname = \"common\"\npath_prefix = \"/common\"\nupstream = \"a\"\n\n[[routes]]\nname = \"flip\"\npath = \"/flip\"\nupstream = \"{flip_to}\"\n\n[[routes]]\nname = \"limited\"\npath = \"/limited\"\nupstream = \"a\"\nrate_limit = \"steady\"\n\n[rate_limits.steady]\nkey = \"route\"\nlimit = 5\nper = \"1h\"\n",
+        upstream("a", &[a], ""),
+        upstream("b", &[b], ""),
+    );
+    if extra_route {
+        s.push_str("\n[[routes]]\nname = \"only-b\"\npath = \"/only-b\"\nupstream = \"b\"\n");
+    }
+    s
+}
+
+/// Rewrites the gateway's config with a new body (the harness's [server]
+/// part stays).
+fn rewrite(gw: &Gateway, old_body: &str, new_body: &str) {
+    let path = gw.config_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let head = text
+        .strip_suffix(old_body)
+        .expect("config ends with the body");
+    std::fs::write(&path, format!("{head}{new_body}")).unwrap();
+}
+
+async fn service_of(gw: &Gateway, path: &str) -> Option<String> {
+    let resp = client().get(gw.url(path)).send().await.ok()?;
+    let json: serde_json::Value = resp.json().await.ok()?;
+    json["service"].as_str().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reloads_under_traffic_lose_no_request() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let body_a = body(&a, &b, "a", false);
+    let body_b = body(&a, &b, "b", true);
+    let gw = Arc::new(Gateway::start("", &body_a).await);
+
+    // Counts taken before the reloads must survive them (the limit's section
+    // does not change).
+    for _ in 0..3 {
+        assert_eq!(
+            client()
+                .get(gw.url("/limited"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+
+    // Steady traffic: one keep-alive client and one that opens a new
+    // connection for every request.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let mut drivers = Vec::new();
+    for fresh_connections in [false, true] {
+        let (gw, stop, ok, failed) = (gw.clone(), stop.clone(), ok.clone(), failed.clone());
+        drivers.push(tokio::spawn(async move {
+            let mut builder = reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(5));
+            if fresh_connections {
+                builder = builder.pool_max_idle_per_host(0);
+            }
+            let c = builder.build().unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                match c.get(gw.url("/common/x")).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(r) => {
+                        eprintln!("status {}", r.status());
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) => {
+                        eprintln!("error {e}");
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }));
+    }
+
+    let mut current = body_a.clone();
+    let mut worst = Duration::ZERO;
+    for i in 0..20 {
+        let (next, want) = if i % 2 == 0 {
+            (body_b.clone(), "b")
+        } else {
+            (body_a.clone(), "a")
+        };
+        rewrite(&gw, &current, &next);
+        current = next;
+        let started = Instant::now();
+        match i % 3 {
+            0 => {
+                let st = Command::new("kill")
+                    .args(["-HUP", &gw.pid().to_string()])
+                    .status()
+                    .unwrap();
+                assert!(st.success());
+            }
+            1 => {
+                let out = Command::new(binary())
+                    .args(["reload", "-c"])
+                    .arg(gw.config_path())
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            _ => {
+                let resp = client().post(gw.admin_url("/reload")).send().await.unwrap();
+                assert_eq!(resp.status(), 200);
+            }
+        }
+        loop {
+            if service_of(&gw, "/flip").await.as_deref() == Some(want) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "reload {i}: config not live after 1 s\n{}",
+                gw.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        worst = worst.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Routes only in config B are gone again (we ended on A).
+    assert_eq!(
+        client()
+            .get(gw.url("/only-b"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // A broken file: nothing changes, the problem is reported.
+    rewrite(
+        &gw,
+        &current,
+        "[[routes]]\nname = \"broken\"\nupstream = \"nowhere\"\n",
+    );
+    let resp = client().post(gw.admin_url("/reload")).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let problems: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        problems.to_string().contains("routes[0].upstream"),
+        "{problems}"
+    );
+    let st = Command::new("kill")
+        .args(["-HUP", &gw.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(service_of(&gw, "/flip").await.as_deref(), Some("a"));
+    let status: serde_json::Value = client()
+        .get(gw.admin_url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        status["config"]["last_reload_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("routes[0].upstream")),
+        "{status}"
+    );
+    assert_eq!(status["config"]["reloads_ok"], 20);
+    let m = metrics(&gw).await;
+    assert!(
+        m.contains("frontdesk_config_reloads_total{result=\"ok\"} 20"),
+        "{m}"
+    );
+    assert!(
+        m.contains("frontdesk_config_reloads_total{result=\"error\"} 2"),
+        "{m}"
+    );
+    assert!(gw.stderr().contains("still serving the previous config"));
+
+    stop.store(true, Ordering::SeqCst);
+    for d in drivers {
+        d.await.unwrap();
+    }
+    let served = ok.load(Ordering::SeqCst);
+    eprintln!(
+        "reload test: {served} requests served, {} failed, slowest reload live after {worst:?}",
+        failed.load(Ordering::SeqCst)
+    );
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "requests failed during reloads"
+    );
+    assert!(served > 200, "only {served} requests were sent");
+
+    // The limit kept its count across 20 reloads: 3 used before, 2 left.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(
+            client()
+                .get(gw.url("/limited"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, vec![200, 200, 429, 429]);
+}
+
+#[test]
+fn reload_refuses_a_bad_file_before_signalling() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("bad.toml");
+    std::fs::write(&conf, "[[routes]]\nname = \"r\"\nupstream = \"ghost\"\n").unwrap();
+    let out = Command::new(binary())
+        .args(["reload", "-c"])
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("routes[0].upstream") && stderr.contains("not reloaded"),
+        "{stderr}"
+    );
+}
