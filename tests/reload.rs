@@ -254,3 +254,60 @@ fn reload_refuses_a_bad_file_before_signalling() {
         "{stderr}"
     );
 }
+
+/// A CA and a leaf for `name` signed by it: (ca_pem, leaf_pem, leaf_key).
+fn signed_leaf(name: &str) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec![name.to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    (ca.pem(), leaf.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_swaps_certificates_on_running_tls_listeners() {
+    let b = Backend::start("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (old_ca, old_cert, old_key) = signed_leaf("a.test");
+    let (new_ca, new_cert, new_key) = signed_leaf("a.test");
+    std::fs::write(dir.path().join("a.pem"), &old_cert).unwrap();
+    std::fs::write(dir.path().join("a.key"), &old_key).unwrap();
+    let tls_port = common::free_port();
+    let d = dir.path().display();
+    let gw = Gateway::start(
+        &format!("[[server.tls]]\nlisten = \"127.0.0.1:{tls_port}\"\ncerts = [{{ cert = \"{d}/a.pem\", key = \"{d}/a.key\" }}]\n"),
+        &format!("{}\n[[routes]]\nname = \"r\"\nupstream = \"pool\"\n", upstream("pool", &[&b], "")),
+    )
+    .await;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    let trusting = |ca: &str| {
+        reqwest::Client::builder()
+            .no_proxy()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+            .resolve("a.test", addr)
+            .build()
+            .unwrap()
+    };
+    let url = format!("https://a.test:{tls_port}/x");
+    assert_eq!(
+        trusting(&old_ca).get(&url).send().await.unwrap().status(),
+        200
+    );
+    assert!(trusting(&new_ca).get(&url).send().await.is_err());
+
+    std::fs::write(dir.path().join("a.pem"), &new_cert).unwrap();
+    std::fs::write(dir.path().join("a.key"), &new_key).unwrap();
+    let resp = client().post(gw.admin_url("/reload")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // New handshakes get the new certificate; the listener never closed.
+    assert_eq!(
+        trusting(&new_ca).get(&url).send().await.unwrap().status(),
+        200
+    );
+    assert!(trusting(&old_ca).get(&url).send().await.is_err());
+}
