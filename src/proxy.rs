@@ -53,6 +53,15 @@ const X_FORWARDED_FOR_WIRE: &str = "X-Forwarded-For";
 const X_FORWARDED_PROTO_WIRE: &str = "X-Forwarded-Proto";
 const X_FORWARDED_HOST_WIRE: &str = "X-Forwarded-Host";
 
+/// Requests being served right now (contexts alive), so that a graceful
+/// shutdown can end as soon as the last one is done.
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many requests are being served right now.
+pub fn requests_in_flight() -> usize {
+    IN_FLIGHT.load(std::sync::atomic::Ordering::Acquire)
+}
+
 /// The gateway's proxy service.
 pub struct Frontdesk {
     pub handle: Arc<GatewayHandle>,
@@ -96,8 +105,15 @@ impl Default for RequestCtx {
     }
 }
 
+impl Drop for RequestCtx {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 impl RequestCtx {
     pub fn new() -> RequestCtx {
+        IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         RequestCtx {
             start: Instant::now(),
             gateway: None,

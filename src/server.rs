@@ -172,6 +172,7 @@ pub fn run(opts: RunOptions<'_>) -> Result<(), StartError> {
         );
     }
 
+    end_grace_period_when_idle(server.watch_execution_phase());
     if !opts.daemon {
         // Pingora writes the pid file only when it daemonizes; in the
         // foreground (systemd, containers) `frontdesk reload` and upgrades
@@ -305,5 +306,48 @@ impl pingora::services::background::BackgroundService for ReloadOnHangup {
                 }
             }
         }
+    }
+}
+
+/// Pingora sleeps through the whole `grace_period` after SIGTERM (or after
+/// handing its sockets to a new process on upgrade), even when nothing is in
+/// flight. This watcher ends the process as soon as no request has been in
+/// flight for a moment, so an idle gateway stops in well under a second
+/// and a busy one as soon as its last request is done.
+fn end_grace_period_when_idle(
+    mut phases: tokio::sync::broadcast::Receiver<pingora::server::ExecutionPhase>,
+) {
+    use pingora::server::ExecutionPhase;
+    use tokio::sync::broadcast::error::RecvError;
+    let spawned = std::thread::Builder::new()
+        .name("grace-period".into())
+        .spawn(move || {
+            loop {
+                match phases.blocking_recv() {
+                    Ok(ExecutionPhase::ShutdownGracePeriod) => break,
+                    Ok(_) | Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return,
+                }
+            }
+            let mut idle_checks = 0;
+            loop {
+                if crate::proxy::requests_in_flight() == 0 {
+                    idle_checks += 1;
+                } else {
+                    idle_checks = 0;
+                }
+                // Idle for 300 ms: nothing left to finish. The pause also
+                // lets the access-log writer flush its last lines.
+                if idle_checks >= 3 {
+                    log::info!("graceful shutdown: no request in flight, exiting before the grace period ends");
+                    std::process::exit(0);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!(
+            "cannot watch the grace period ({e}); shutdown waits all of server.grace_period"
+        );
     }
 }

@@ -311,3 +311,47 @@ async fn a_reload_swaps_certificates_on_running_tls_listeners() {
     );
     assert!(trusting(&old_ca).get(&url).send().await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_requests_then_exits_without_waiting_out_the_grace_period() {
+    let b = Backend::start("b").await;
+    let mut gw = Gateway::start(
+        "grace_period = \"30s\"",
+        &format!(
+            "{}\n[[routes]]\nname = \"r\"\nupstream = \"pool\"\n",
+            upstream("pool", &[&b], "")
+        ),
+    )
+    .await;
+    let slow = tokio::spawn({
+        let url = gw.url("/slow?sleep_ms=1500");
+        async move { client().get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let term = Instant::now();
+    let st = Command::new("kill")
+        .args(["-TERM", &gw.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(
+        slow.await.unwrap().unwrap(),
+        200,
+        "the request in flight finished"
+    );
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = gw.wait_exit(Duration::from_secs(10));
+        (status, gw)
+    })
+    .await
+    .unwrap();
+    let elapsed = term.elapsed();
+    assert!(
+        exited.0.is_some(),
+        "still running 10 s after SIGTERM (grace period 30 s)\n{}",
+        exited.1.stderr()
+    );
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    assert_eq!(exited.0.and_then(|s| s.code()), Some(0), "a clean exit");
+    eprintln!("SIGTERM to exit with one 1.5 s request in flight: {elapsed:?}");
+}

@@ -152,10 +152,15 @@ impl ClusterCounter {
         let Ok(mut shard) = self.shard(key).lock() else {
             return ClusterAdmission::StoreDown(self.state.fallback);
         };
-        if !shard.contains_key(key) && shard.len() >= self.max_keys_per_shard {
-            return ClusterAdmission::StoreDown(Fallback::Local);
+        if !shard.contains_key(key) {
+            if shard.len() >= self.max_keys_per_shard {
+                return ClusterAdmission::StoreDown(Fallback::Local);
+            }
+            shard.insert(key.to_string(), KeyCount::default());
         }
-        let entry = shard.entry(key.to_string()).or_default();
+        let Some(entry) = shard.get_mut(key) else {
+            return ClusterAdmission::StoreDown(Fallback::Local);
+        };
         roll(entry, window);
         let prev = entry.remote_prev as f64;
         let curr = (entry.remote_curr + entry.pending) as f64;

@@ -176,8 +176,14 @@ impl Gateway {
         let port = free_port();
         let admin_port = free_port();
         let d = dir.path().display();
+        // A short grace period keeps test shutdowns quick, unless the test sets its own.
+        let grace = if server_extra.contains("grace_period") {
+            ""
+        } else {
+            "grace_period = \"1s\"\n"
+        };
         let text = format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin_listen = \"127.0.0.1:{admin_port}\"\nthreads = 1\naccess_log = \"{d}/access.log\"\npid_file = \"{d}/frontdesk.pid\"\nupgrade_socket = \"{d}/upgrade.sock\"\ngrace_period = \"1s\"\n{server_extra}\n{body}"
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nadmin_listen = \"127.0.0.1:{admin_port}\"\nthreads = 1\naccess_log = \"{d}/access.log\"\npid_file = \"{d}/frontdesk.pid\"\nupgrade_socket = \"{d}/upgrade.sock\"\n{grace}{server_extra}\n{body}"
         );
         let conf = dir.path().join("frontdesk.toml");
         std::fs::write(&conf, text).expect("write config");
@@ -223,6 +229,20 @@ impl Gateway {
     /// The gateway process's pid.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The config file the gateway runs on.
