@@ -1,4 +1,4 @@
-//! The `frontdesk` command line: `run`, `check`, `demo`, `hash-key` and `reload`.
+//! The `frontdesk` command line: `run`, `check`, `demo`, `hash-key`, `reload` and `upgrade`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +49,16 @@ enum Command {
     },
     /// Read an API key on stdin and print the `sha256 = "..."` line for the config.
     HashKey,
+    /// Graceful binary upgrade: start this binary as the new gateway, taking
+    /// over the listening sockets of the one running on FILE (found through
+    /// its pid_file), which then drains and exits. No connection is refused.
+    Upgrade {
+        #[arg(short, long, default_value = "conf/frontdesk.toml")]
+        config: PathBuf,
+        /// Run the new gateway in the background.
+        #[arg(short, long)]
+        daemon: bool,
+    },
     /// Validate a config file, then tell the gateway running on it (found
     /// through its pid_file) to reload it (SIGHUP).
     Reload {
@@ -77,46 +87,80 @@ fn hash_key() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `frontdesk reload`: refuse a bad file here, with every problem, rather
-/// than let the running gateway log it; then signal the running gateway.
-fn reload(config: &std::path::Path) -> ExitCode {
+/// Reads the pid of the gateway running on `config`.
+fn running_pid(config: &std::path::Path) -> Result<i32, ExitCode> {
     let loaded = match load_and_compile(config) {
         Ok((loaded, _)) => loaded,
         Err(e) => {
             eprintln!("{e}");
             eprintln!(
-                "{}: not reloaded: {} problem(s)",
+                "{}: {} problem(s); nothing was changed",
                 config.display(),
                 e.problems.len()
             );
-            return ExitCode::FAILURE;
+            return Err(ExitCode::FAILURE);
         }
     };
     let pid_file = &loaded.config.server.pid_file;
-    let pid = match std::fs::read_to_string(pid_file)
+    std::fs::read_to_string(pid_file)
         .map_err(|e| e.to_string())
         .and_then(|t| t.trim().parse::<i32>().map_err(|e| e.to_string()))
-    {
-        Ok(p) => p,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("cannot read the gateway's pid from {pid_file} (server.pid_file): {e}; is it running on this config?");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
+        })
+}
+
+fn send_signal(pid: i32, signal: nix::sys::signal::Signal) -> Result<(), ExitCode> {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(|e| {
+        eprintln!("cannot signal pid {pid}: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+/// `frontdesk upgrade`: the order that never leaves the port unserved.
+/// Pingora's new process (`run --upgrade`) waits up to ~5 s on the upgrade
+/// socket for the listening sockets; the old one sends them when it gets
+/// SIGQUIT (retrying for ~5 s too), keeps serving what it has, and drains.
+/// So: find the old pid, start listening (below, in `run`), and SIGQUIT the
+/// old process just after, from a helper thread.
+fn signal_old_gateway_after_start(config: &std::path::Path) -> Result<(), ExitCode> {
+    let old = running_pid(config)?;
+    if old == std::process::id() as i32 {
+        eprintln!("the pid file names this process; nothing to upgrade");
+        return Err(ExitCode::FAILURE);
+    }
+    // Fail before starting anything if the old process is gone.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old), None).map_err(|e| {
+        eprintln!("no gateway with pid {old} (from the pid file): {e}");
+        ExitCode::FAILURE
+    })?;
+    std::thread::spawn(move || {
+        // Let this process bind the upgrade socket first; both sides retry
+        // for seconds, so the exact moment does not matter.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        if send_signal(old, nix::sys::signal::Signal::SIGQUIT).is_ok() {
+            eprintln!("upgrade: asked pid {old} to hand over its sockets");
         }
+    });
+    Ok(())
+}
+
+/// `frontdesk reload`: refuse a bad file here, with every problem, rather
+/// than let the running gateway log it; then signal the running gateway.
+fn reload(config: &std::path::Path) -> ExitCode {
+    let pid = match running_pid(config) {
+        Ok(p) => p,
+        Err(code) => return code,
     };
-    match nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGHUP,
-    ) {
+    match send_signal(pid, nix::sys::signal::Signal::SIGHUP) {
         Ok(()) => {
             println!(
                 "reload requested (SIGHUP to pid {pid}); its log and /status tell the outcome"
             );
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("cannot signal pid {pid} from {pid_file}: {e}");
-            ExitCode::FAILURE
-        }
+        Err(code) => code,
     }
 }
 
@@ -149,6 +193,12 @@ fn main() -> ExitCode {
         Command::Demo { config } => (config, false, false, true),
         Command::HashKey => return hash_key(),
         Command::Reload { config } => return reload(&config),
+        Command::Upgrade { config, daemon } => {
+            if let Err(code) = signal_old_gateway_after_start(&config) {
+                return code;
+            }
+            (config, true, daemon, false)
+        }
     };
     let result = run(RunOptions {
         config: &config,

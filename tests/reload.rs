@@ -250,7 +250,7 @@ fn reload_refuses_a_bad_file_before_signalling() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("routes[0].upstream") && stderr.contains("not reloaded"),
+        stderr.contains("routes[0].upstream") && stderr.contains("nothing was changed"),
         "{stderr}"
     );
 }
