@@ -17,11 +17,9 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{binary, upstream, Backend, Gateway};
+use common::{binary, upstream, Backend, Gateway, Traffic};
 
 fn pid_in(path: &std::path::Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
@@ -57,34 +55,7 @@ async fn two_upgrades_under_traffic_lose_no_request() {
     let url = gw.url("/x");
     let pid_file = gw.path("frontdesk.pid");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let mut drivers = Vec::new();
-    for fresh_connections in [false, true] {
-        let (url, stop, ok, failed) = (url.clone(), stop.clone(), ok.clone(), failed.clone());
-        drivers.push(tokio::spawn(async move {
-            let mut builder = reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(5));
-            if fresh_connections {
-                builder = builder.pool_max_idle_per_host(0);
-            }
-            let c = builder.build().unwrap();
-            while !stop.load(Ordering::SeqCst) {
-                match c.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => {
-                        ok.fetch_add(1, Ordering::SeqCst);
-                    }
-                    other => {
-                        eprintln!("failed: {other:?}");
-                        failed.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }));
-    }
+    let traffic = Traffic::start(url);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let mut generations: Vec<Upgraded> = Vec::new();
@@ -126,12 +97,7 @@ async fn two_upgrades_under_traffic_lose_no_request() {
         "the first gateway exited"
     );
 
-    stop.store(true, Ordering::SeqCst);
-    for d in drivers {
-        d.await.unwrap();
-    }
-    let served = ok.load(Ordering::SeqCst);
-    let lost = failed.load(Ordering::SeqCst);
+    let (served, lost) = traffic.finish().await;
     eprintln!("upgrade test: {served} requests served, {lost} failed");
     assert!(
         lost <= 4,

@@ -326,3 +326,64 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Steady traffic for zero-downtime tests: one keep-alive client and one
+/// that opens a new connection for every request, each sending GET `url`
+/// back to back (2 ms apart) until [`Traffic::finish`].
+pub struct Traffic {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    drivers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Traffic {
+    pub fn start(url: String) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let mut drivers = Vec::new();
+        for fresh_connections in [false, true] {
+            let (url, stop, ok, failed) = (url.clone(), stop.clone(), ok.clone(), failed.clone());
+            drivers.push(tokio::spawn(async move {
+                let mut builder = reqwest::Client::builder()
+                    .no_proxy()
+                    .timeout(Duration::from_secs(5));
+                if fresh_connections {
+                    builder = builder.pool_max_idle_per_host(0);
+                }
+                let Ok(c) = builder.build() else { return };
+                while !stop.load(Ordering::SeqCst) {
+                    match c.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                        }
+                        other => {
+                            eprintln!("traffic: failed request: {other:?}");
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }));
+        }
+        Traffic {
+            stop,
+            ok,
+            failed,
+            drivers,
+        }
+    }
+
+    /// Stops the clients; returns (served, failed).
+    pub async fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        for d in self.drivers {
+            let _ = d.await;
+        }
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
+    }
+}
