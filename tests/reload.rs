@@ -6,11 +6,9 @@
 mod common;
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{binary, client, metrics, upstream, Backend, Gateway};
+use common::{binary, client, metrics, upstream, Backend, Gateway, Traffic};
 
 fn body(a: &Backend, b: &Backend, flip_to: &str, extra_route: bool) -> String {
     let mut s = format!(
@@ -47,7 +45,7 @@ async fn reloads_under_traffic_lose_no_request() {
     let b = Backend::start("b").await;
     let body_a = body(&a, &b, "a", false);
     let body_b = body(&a, &b, "b", true);
-    let gw = Arc::new(Gateway::start("", &body_a).await);
+    let gw = Gateway::start("", &body_a).await;
 
     // Counts taken before the reloads must survive them (the limit's section
     // does not change).
@@ -65,38 +63,7 @@ async fn reloads_under_traffic_lose_no_request() {
 
     // Steady traffic: one keep-alive client and one that opens a new
     // connection for every request.
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(AtomicUsize::new(0));
-    let mut drivers = Vec::new();
-    for fresh_connections in [false, true] {
-        let (gw, stop, ok, failed) = (gw.clone(), stop.clone(), ok.clone(), failed.clone());
-        drivers.push(tokio::spawn(async move {
-            let mut builder = reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(5));
-            if fresh_connections {
-                builder = builder.pool_max_idle_per_host(0);
-            }
-            let c = builder.build().unwrap();
-            while !stop.load(Ordering::SeqCst) {
-                match c.get(gw.url("/common/x")).send().await {
-                    Ok(r) if r.status() == 200 => {
-                        ok.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(r) => {
-                        eprintln!("status {}", r.status());
-                        failed.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Err(e) => {
-                        eprintln!("error {e}");
-                        failed.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }));
-    }
+    let traffic = Traffic::start(gw.url("/common/x"));
 
     let mut current = body_a.clone();
     let mut worst = Duration::ZERO;
@@ -205,20 +172,9 @@ async fn reloads_under_traffic_lose_no_request() {
     );
     assert!(gw.stderr().contains("still serving the previous config"));
 
-    stop.store(true, Ordering::SeqCst);
-    for d in drivers {
-        d.await.unwrap();
-    }
-    let served = ok.load(Ordering::SeqCst);
-    eprintln!(
-        "reload test: {served} requests served, {} failed, slowest reload live after {worst:?}",
-        failed.load(Ordering::SeqCst)
-    );
-    assert_eq!(
-        failed.load(Ordering::SeqCst),
-        0,
-        "requests failed during reloads"
-    );
+    let (served, failed) = traffic.finish().await;
+    eprintln!("reload test: {served} requests served, {failed} failed, slowest reload live after {worst:?}");
+    assert_eq!(failed, 0, "requests failed during reloads");
     assert!(served > 200, "only {served} requests were sent");
 
     // The limit kept its count across 20 reloads: 3 used before, 2 left.
