@@ -50,6 +50,8 @@ pub struct Route {
     pub identity_headers: Arc<[http::HeaderName]>,
     /// Limits that must all admit a request (`rate_limit`).
     pub rate_limits: Vec<Arc<RateLimitPolicy>>,
+    /// Their `RateLimit-Policy` header value, built once here.
+    pub rate_limit_policy: Option<http::HeaderValue>,
     /// This route's latency histogram, looked up once here instead of per request.
     pub duration: Histogram,
 }
@@ -948,6 +950,7 @@ pub fn compile_with(
                 cors: route_cors,
                 auth: route_auth,
                 identity_headers: identity_headers.clone(),
+                rate_limit_policy: crate::ratelimit::policy_header(&route_limits),
                 rate_limits: route_limits,
                 duration: METRICS.duration.with_label_values(&[r.name.as_str()]),
             }));

@@ -611,12 +611,16 @@ fn limit(session: &Session, ctx: &mut RequestCtx) -> Option<Reply> {
             ctx.admission = Some(admission);
             None
         }
-        Err(refusal) => Some(refusal_reply(&refusal, &route.name)),
+        Err(refusal) => Some(refusal_reply(
+            &refusal,
+            &route.name,
+            route.rate_limit_policy.as_ref(),
+        )),
     }
 }
 
 /// The reply for a refused request, counted in the metrics.
-fn refusal_reply(refusal: &Refusal, route: &str) -> Reply {
+fn refusal_reply(refusal: &Refusal, route: &str, policy_header: Option<&HeaderValue>) -> Reply {
     METRICS
         .ratelimited
         .with_label_values(&[route, refusal.policy()])
@@ -636,7 +640,7 @@ fn refusal_reply(refusal: &Refusal, route: &str) -> Reply {
             reply
                 .headers
                 .push((header::RETRY_AFTER, HeaderValue::from(*retry_after_secs)));
-            push_quota_headers(&mut reply.headers, std::slice::from_ref(quota));
+            push_quota_headers(&mut reply.headers, policy_header, std::slice::from_ref(quota));
             reply
         }
         Refusal::InFlight { policy, max } => {
@@ -661,15 +665,14 @@ fn refusal_reply(refusal: &Refusal, route: &str) -> Reply {
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
-fn push_quota_headers(headers: &mut Vec<(HeaderName, HeaderValue)>, quotas: &[ratelimit::Quota]) {
-    if let Some((policy, state)) = ratelimit::headers_for(quotas) {
-        if let (Ok(p), Ok(s)) = (
-            HeaderValue::from_str(&policy),
-            HeaderValue::from_str(&state),
-        ) {
-            headers.push((RATELIMIT_POLICY.clone(), p));
-            headers.push((RATELIMIT.clone(), s));
-        }
+fn push_quota_headers(
+    headers: &mut Vec<(HeaderName, HeaderValue)>,
+    policy: Option<&HeaderValue>,
+    quotas: &[ratelimit::Quota],
+) {
+    if let (Some(p), Some(state)) = (policy, ratelimit::state_header(quotas)) {
+        headers.push((RATELIMIT_POLICY.clone(), p.clone()));
+        headers.push((RATELIMIT.clone(), state));
     }
 }
 
@@ -699,7 +702,7 @@ impl ProxyHttp for Frontdesk {
         let mut verdict = match (&gw.flood_guard, ctx.client_ip) {
             (Some(guard), Some(ip)) => guard.check(ip).err().map(|r| {
                 ctx.request_id = new_request_id();
-                refusal_reply(&r, "-")
+                refusal_reply(&r, "-", guard.policy_header.as_ref())
             }),
             _ => None,
         };
@@ -871,11 +874,13 @@ impl ProxyHttp for Frontdesk {
             resp.append_header(header::VARY, "Origin")?;
         }
         resp.insert_header(X_REQUEST_ID_WIRE, ctx.request_id_value())?;
-        if let Some(admission) = &ctx.admission {
-            let mut quota_headers = Vec::new();
-            push_quota_headers(&mut quota_headers, &admission.quotas);
-            for (k, v) in quota_headers {
-                resp.insert_header(k, v)?;
+        if let (Some(admission), Some(route)) = (&ctx.admission, &ctx.route) {
+            if let (Some(policy), Some(state)) = (
+                &route.rate_limit_policy,
+                ratelimit::state_header(&admission.quotas),
+            ) {
+                resp.insert_header("RateLimit-Policy", policy.clone())?;
+                resp.insert_header("RateLimit", state)?;
             }
         }
         Ok(())

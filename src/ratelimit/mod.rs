@@ -31,7 +31,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::HeaderName;
+use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 use ipnet::IpNet;
 use pingora_limits::inflight::{Guard, Inflight};
@@ -406,6 +406,8 @@ impl Admission {
 pub struct FloodGuard {
     rule: RateRule,
     name: Arc<str>,
+    /// Its `RateLimit-Policy` value, built once.
+    pub policy_header: Option<HeaderValue>,
 }
 
 impl FloodGuard {
@@ -418,6 +420,11 @@ impl FloodGuard {
                 cluster: None,
             },
             name: "server.max_requests_per_ip".into(),
+            policy_header: HeaderValue::from_str(&format!(
+                "\"server.max_requests_per_ip\";q={limit};w={}",
+                per.as_secs().max(1)
+            ))
+            .ok(),
         }
     }
 
@@ -453,23 +460,45 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     client
 }
 
-/// `RateLimit-Policy` and `RateLimit` header values (structured-field lists,
-/// draft-ietf-httpapi-ratelimit-headers).
-pub fn headers_for(quotas: &[Quota]) -> Option<(String, String)> {
+/// The `RateLimit-Policy` header value (a structured-field list,
+/// draft-ietf-httpapi-ratelimit-headers) for these rate limits: the same for
+/// every request, so it is built when the config is compiled.
+pub fn policy_header(policies: &[Arc<RateLimitPolicy>]) -> Option<HeaderValue> {
+    let items: Vec<String> = policies
+        .iter()
+        .filter_map(|p| {
+            let r = p.rate.as_ref()?;
+            Some(format!(
+                "\"{}\";q={};w={}",
+                p.name,
+                r.limit,
+                r.per.as_secs().max(1)
+            ))
+        })
+        .collect();
+    if items.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&items.join(", ")).ok()
+}
+
+/// The `RateLimit` header value: what is left of each quota, and when its
+/// window ends.
+pub fn state_header(quotas: &[Quota]) -> Option<HeaderValue> {
     if quotas.is_empty() {
         return None;
     }
-    let policy = quotas
-        .iter()
-        .map(|q| format!("\"{}\";q={};w={}", q.policy, q.limit, q.window_secs))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let state = quotas
-        .iter()
-        .map(|q| format!("\"{}\";r={};t={}", q.policy, q.remaining, q.reset_secs))
-        .collect::<Vec<_>>()
-        .join(", ");
-    Some((policy, state))
+    let mut text = String::with_capacity(quotas.len() * 32);
+    for (i, q) in quotas.iter().enumerate() {
+        if i > 0 {
+            text.push_str(", ");
+        }
+        let _ = std::fmt::Write::write_fmt(
+            &mut text,
+            format_args!("\"{}\";r={};t={}", q.policy, q.remaining, q.reset_secs),
+        );
+    }
+    HeaderValue::from_str(&text).ok()
 }
 
 #[cfg(test)]
@@ -606,9 +635,14 @@ mod tests {
             remaining: 3,
             reset_secs: 1,
         };
-        let (p, s) = headers_for(&[q]).unwrap();
-        assert_eq!(p, "\"per-ip\";q=10;w=1");
-        assert_eq!(s, "\"per-ip\";r=3;t=1");
+        assert_eq!(
+            state_header(&[q.clone(), q]).unwrap(),
+            "\"per-ip\";r=3;t=1, \"per-ip\";r=3;t=1"
+        );
+        let p = policy(LimitKey::Ip, 10, 60);
+        let cap = Arc::new(RateLimitPolicy::new("cap", LimitKey::Ip, None, Some(3)));
+        assert_eq!(policy_header(&[p, cap]).unwrap(), "\"p\";q=10;w=60");
+        assert!(policy_header(&[]).is_none());
         let (e, _) = estimator_error_bound(SketchSize::default());
         assert!(e < 0.001);
     }
