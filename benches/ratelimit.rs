@@ -87,8 +87,29 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Offers 3× the limit, evenly, for `windows` windows of `per`; returns
-/// admitted / (limit × windows).
+/// Offers 3× the limit, evenly spaced, for `windows` windows of `per`,
+/// calling `admit(i)` for request `i`; returns admitted / (limit × windows).
+fn offer_three_times(
+    limit: u64,
+    per: Duration,
+    windows: u32,
+    mut admit: impl FnMut(u64) -> bool,
+) -> f64 {
+    let offered = 3 * limit * windows as u64;
+    let gap = per * windows / offered as u32;
+    let start = Instant::now();
+    let mut admitted = 0u64;
+    for i in 0..offered {
+        if let Some(wait) = (gap * i as u32).checked_sub(start.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        if admit(i) {
+            admitted += 1;
+        }
+    }
+    admitted as f64 / (limit * windows as u64) as f64
+}
+
 fn local_accuracy(limit: u64, per: Duration, windows: u32) -> f64 {
     let p = [policy(limit, per)];
     let headers = HeaderMap::new();
@@ -97,20 +118,7 @@ fn local_accuracy(limit: u64, per: Duration, windows: u32) -> f64 {
         consumer: None,
         headers: &headers,
     };
-    let offered = 3 * limit * windows as u64;
-    let gap = per * windows / offered as u32;
-    let start = Instant::now();
-    let mut admitted = 0u64;
-    for i in 0..offered {
-        let due = gap * i as u32;
-        if let Some(wait) = due.checked_sub(start.elapsed()) {
-            std::thread::sleep(wait);
-        }
-        if check(&p, &input).is_ok() {
-            admitted += 1;
-        }
-    }
-    admitted as f64 / (limit * windows as u64) as f64
+    offer_three_times(limit, per, windows, |_| check(&p, &input).is_ok())
 }
 
 fn cluster_accuracy(port: u16, limit: u64, per: Duration, windows: u32) -> Option<f64> {
@@ -148,27 +156,17 @@ fn cluster_accuracy(port: u16, limit: u64, per: Duration, windows: u32) -> Optio
                 }
             }));
         }
-        let offered = 3 * limit * windows as u64;
-        let gap = per * windows / offered as u32;
-        let start = Instant::now();
-        let mut admitted = 0u64;
-        for i in 0..offered {
-            let due = gap * i as u32;
-            if let Some(wait) = due.checked_sub(start.elapsed()) {
-                tokio::time::sleep(wait).await;
-            }
-            let node = &nodes[(i % 2) as usize];
-            if matches!(
-                node.admit("user", limit),
+        // The syncs run on the runtime's workers; pacing blocks only this thread.
+        let ratio = offer_three_times(limit, per, windows, |i| {
+            matches!(
+                nodes[(i % 2) as usize].admit("user", limit),
                 frontdesk::ratelimit::cluster::ClusterAdmission::Admitted(_)
-            ) {
-                admitted += 1;
-            }
-        }
+            )
+        });
         for s in syncs {
             s.abort();
         }
-        Some(admitted as f64 / (limit * windows as u64) as f64)
+        Some(ratio)
     })
 }
 

@@ -10,11 +10,13 @@
 //! previous window's total. Windows are aligned to the Unix clock
 //! (`floor(now / per)`), so every node counts into the same Redis key.
 //!
-//! Admission error: a node does not see what other nodes admitted since their
-//! last sync, so the fleet can admit at most `(nodes − 1) × (a node's admitted
-//! rate for the key × sync_interval)` beyond the limit, plus pending counts
-//! lost at a window edge. With 3 nodes, 100 ms sync and a key admitted at
-//! 50/s per node that is ≤ 10 extra requests per window.
+//! Admission error: what one node admits reaches the others after at most
+//! two sync rounds (its send, their next read); meanwhile they admit against
+//! a stale count. Near the limit the fleet can therefore admit at most
+//! `(nodes − 1) × (requests for the key reaching one node in 2 ×
+//! sync_interval)` beyond it per window, plus pending counts lost at a window
+//! edge. With 3 nodes, 100 ms sync and 50 requests/s for a key at each node
+//! that is ≤ 20 extra requests per window.
 //!
 //! Redis unreachable: admission follows `on_redis_error` (`local`: this node's
 //! own sliding estimate, the same sketch a local limit uses; `allow`; `deny`:
