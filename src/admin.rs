@@ -9,6 +9,10 @@
 //! * `POST /reload`: re-read and swap the config (as SIGHUP does); 200 with
 //!   the new config hash, or 400 with every problem of the file (nothing
 //!   changes then).
+//! * `POST /cache/purge`: `{"route": "catalog", "path": "/catalog/items/7"}`
+//!   drops every stored copy of that path (every identity, query string and
+//!   `Vary` variant); `{"route": "catalog"}` drops the whole route. Answers
+//!   `{"purged": N, ...}`.
 //!
 //! Bind it to a loopback or management address: it is not authenticated.
 
@@ -43,7 +47,88 @@ fn json_reply(status: StatusCode, value: serde_json::Value) -> Response<Vec<u8>>
     reply(status, "application/json", value.to_string().into_bytes())
 }
 
+/// The largest purge request body read.
+const MAX_PURGE_BODY: usize = 64 * 1024;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    route: String,
+    path: Option<String>,
+}
+
+fn bad_request(message: String) -> Response<Vec<u8>> {
+    json_reply(
+        StatusCode::BAD_REQUEST,
+        json!({ "error": message, "status": 400 }),
+    )
+}
+
 impl AdminApp {
+    async fn purge(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > MAX_PURGE_BODY {
+                        return json_reply(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            json!({ "error": "purge request bodies are at most 64KiB", "status": 413 }),
+                        );
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return bad_request(format!("could not read the request body: {e}")),
+            }
+        }
+        let req: PurgeRequest = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return bad_request(format!(
+                    "expected JSON like {{\"route\": \"catalog\", \"path\": \"/catalog/items/7\"}}: {e}"
+                ))
+            }
+        };
+        let gw = self.handle.load();
+        let Some(route) = gw.routes.iter().find(|r| r.name == req.route) else {
+            let names: Vec<&str> = gw.routes.iter().map(|r| r.name.as_str()).collect();
+            return json_reply(
+                StatusCode::NOT_FOUND,
+                json!({
+                    "error": format!("no route named {:?} (routes: {})", req.route, names.join(", ")),
+                    "status": 404
+                }),
+            );
+        };
+        if route.cache.is_none() {
+            return bad_request(format!(
+                "route {:?} has no cache (set cache = \"NAME\" on it)",
+                req.route
+            ));
+        }
+        let purged = match &req.path {
+            Some(p) => match crate::router::normalize_path(p) {
+                Ok(normal) => {
+                    // The path without its query: every query string of it goes.
+                    let path = normal.split('?').next().unwrap_or(&normal);
+                    crate::cache::purge_path(&route.name, path)
+                }
+                Err(e) => return bad_request(format!("path {p:?}: {e}")),
+            },
+            None => crate::cache::purge_route(&route.name),
+        };
+        log::info!(
+            "cache purge: route {:?} path {:?}: {purged} entries dropped",
+            req.route,
+            req.path
+        );
+        json_reply(
+            StatusCode::OK,
+            json!({ "purged": purged, "route": req.route, "path": req.path }),
+        )
+    }
+
     async fn reload(&self) -> Response<Vec<u8>> {
         let handle = self.handle.clone();
         match tokio::task::spawn_blocking(move || handle.reload()).await {
@@ -107,8 +192,17 @@ impl AdminApp {
         let routes: Vec<_> = gw
             .routes
             .iter()
-            .map(|r| json!({ "name": r.name, "upstream": r.pool.name }))
+            .map(|r| {
+                json!({
+                    "name": r.name,
+                    "upstream": r.pool.name,
+                    "cache": r.cache.as_ref().map(|c| c.policy.name.as_str()),
+                })
+            })
             .collect();
+        let cache = crate::cache::stats().map(|s| {
+            json!({ "bytes": s.bytes, "items": s.items, "evictions": s.evictions, "budget_bytes": s.budget })
+        });
         let reload = self.handle.reload_status();
         json_reply(
             StatusCode::OK,
@@ -126,6 +220,7 @@ impl AdminApp {
                 },
                 "routes": routes,
                 "upstreams": upstreams,
+                "cache": cache,
             }),
         )
     }
@@ -138,10 +233,13 @@ impl ServeHttp for AdminApp {
         if req.method == http::Method::POST && req.uri.path() == "/reload" {
             return self.reload().await;
         }
+        if req.method == http::Method::POST && req.uri.path() == "/cache/purge" {
+            return self.purge(session).await;
+        }
         if req.method != http::Method::GET && req.method != http::Method::HEAD {
             return json_reply(
                 StatusCode::METHOD_NOT_ALLOWED,
-                json!({ "error": "the admin endpoints answer GET (and POST /reload)", "status": 405 }),
+                json!({ "error": "the admin endpoints answer GET (and POST /reload, POST /cache/purge)", "status": 405 }),
             );
         }
         match req.uri.path() {

@@ -181,6 +181,7 @@ pub struct FileConfig {
     pub auth: BTreeMap<String, AuthSection>,
     pub rate_limits: BTreeMap<String, RateLimitSection>,
     pub cluster: Option<ClusterSection>,
+    pub cache: BTreeMap<String, CacheSection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,6 +231,129 @@ pub struct ServerSection {
     pub trusted_proxies: Vec<String>,
     /// Flood guard: a rate per client IP checked before routing.
     pub max_requests_per_ip: Option<RateSection>,
+    /// The response store shared by every `[cache.*]` policy.
+    #[serde(default)]
+    pub cache: ServerCacheSection,
+}
+
+/// `[server.cache]`: the in-memory response store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerCacheSection {
+    /// Byte budget of the store; the least valuable entries are evicted
+    /// beyond it. Fixed for the life of the process (an upgrade applies a change).
+    #[serde(default = "default_cache_memory")]
+    pub memory: ByteSize,
+}
+
+impl Default for ServerCacheSection {
+    fn default() -> Self {
+        ServerCacheSection {
+            memory: default_cache_memory(),
+        }
+    }
+}
+
+fn default_cache_memory() -> ByteSize {
+    ByteSize::mib(256)
+}
+
+/// A `[cache.NAME]` block: how a route's responses are kept.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    /// Freshness of a response that states none of its own.
+    #[serde(default = "default_cache_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Cap on the freshness a response asks for.
+    #[serde(default = "default_cache_max_ttl", with = "humantime_serde")]
+    pub max_ttl: Duration,
+    /// `GET` and/or `HEAD`.
+    #[serde(default = "default_cache_methods")]
+    pub methods: Vec<String>,
+    /// Response statuses that may be stored.
+    #[serde(default = "default_cache_statuses")]
+    pub statuses: Vec<u16>,
+    /// How long past expiry a stale copy may be served while it is refreshed.
+    #[serde(default, with = "humantime_serde")]
+    pub stale_while_revalidate: Duration,
+    /// How long past expiry a stale copy may be served when the backend fails.
+    #[serde(default, with = "humantime_serde")]
+    pub stale_if_error: Duration,
+    /// Keep one copy per verified identity; defaults to true on routes with auth.
+    pub vary_on_auth: Option<bool>,
+    /// Which query parameters are part of the key: `all`, `none` or a list.
+    #[serde(default)]
+    pub key_query: KeyQuerySection,
+    /// Store responses that carry `Set-Cookie` (off: they are never stored).
+    #[serde(default)]
+    pub store_set_cookie: bool,
+    /// Let a client's `Cache-Control: no-cache` force a revalidation.
+    #[serde(default)]
+    pub honor_client_no_cache: bool,
+    /// Responses larger than this are passed through, not stored.
+    #[serde(default = "default_cache_max_object")]
+    pub max_object_size: ByteSize,
+    /// How long concurrent misses for one key wait for the first to fill it.
+    #[serde(default = "default_cache_lock_timeout", with = "humantime_serde")]
+    pub lock_timeout: Duration,
+}
+
+/// `key_query = "all" | "none" | ["page", "sort"]`
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum KeyQuerySection {
+    #[default]
+    All,
+    None,
+    Only(Vec<String>),
+    /// A string other than `all` / `none` (reported by the compiler with its line).
+    Invalid(String),
+}
+
+impl<'de> Deserialize<'de> for KeyQuerySection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = KeyQuerySection;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"all\", \"none\" or a list of parameter names")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<KeyQuerySection, E> {
+                Ok(match v {
+                    "all" => KeyQuerySection::All,
+                    "none" => KeyQuerySection::None,
+                    other => KeyQuerySection::Invalid(other.to_string()),
+                })
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<KeyQuerySection, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<String>()? {
+                    out.push(s);
+                }
+                Ok(KeyQuerySection::Only(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn default_cache_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_cache_max_ttl() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_cache_methods() -> Vec<String> {
+    vec!["GET".to_string(), "HEAD".to_string()]
+}
+fn default_cache_statuses() -> Vec<u16> {
+    vec![200, 203, 204, 301, 404]
+}
+fn default_cache_max_object() -> ByteSize {
+    ByteSize::mib(8)
+}
+fn default_cache_lock_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// `{ limit = 100, per = "1s" }`
@@ -259,6 +383,7 @@ impl Default for ServerSection {
             keepalive_timeout: default_keepalive_timeout(),
             trusted_proxies: Vec::new(),
             max_requests_per_ip: None,
+            cache: ServerCacheSection::default(),
         }
     }
 }
@@ -474,6 +599,8 @@ pub struct RouteSection {
     /// Names of `[rate_limits.*]` blocks: every one must admit.
     #[serde(default)]
     pub rate_limit: OneOrMany,
+    /// Name of a `[cache.*]` block: responses are kept and served from memory.
+    pub cache: Option<String>,
 }
 
 /// A `[rate_limits.NAME]` block.
@@ -823,6 +950,7 @@ pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<LoadedConfi
                 config.rate_limits = typed_map(&source_map, "rate_limits", value, &mut problems)
             }
             "cluster" => config.cluster = typed(&source_map, "cluster", value, &mut problems),
+            "cache" => config.cache = typed_map(&source_map, "cache", value, &mut problems),
             "routes" => match value.get_ref() {
                 DeValue::Array(items) => {
                     for (i, item) in items.iter().enumerate() {
@@ -842,7 +970,7 @@ pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<LoadedConfi
             },
             other => problems.push(source_map.problem(
                 join_key("", other),
-                "unknown section; expected one of: server, upstreams, routes, transforms, cors, auth, rate_limits, cluster",
+                "unknown section; expected one of: server, upstreams, routes, transforms, cors, auth, rate_limits, cluster, cache",
             )),
         }
     }

@@ -24,6 +24,7 @@ use prometheus::Histogram;
 use sha2::{Digest, Sha256};
 
 use crate::auth::{AuthPolicy, RouteAuth};
+use crate::cache::{CachePolicy, KeyQuery, RouteCache};
 use crate::config::{join_key, ConfigError, LoadedConfig, Problem, SourceMap};
 use crate::observe::{AccessLogTarget, METRICS};
 use crate::ratelimit::cluster::{ClusterCounter, ClusterState, Fallback};
@@ -54,6 +55,8 @@ pub struct Route {
     pub rate_limit_policy: Option<http::HeaderValue>,
     /// This route's latency histogram, looked up once here instead of per request.
     pub duration: Histogram,
+    /// How this route's responses are cached; `None` when they are not.
+    pub cache: Option<crate::cache::RouteCache>,
 }
 
 /// Per-request limits from `[server]`.
@@ -111,6 +114,8 @@ pub struct ListenerPlan {
     pub grace_period: Duration,
     pub pid_file: String,
     pub upgrade_socket: String,
+    /// `[server.cache] memory`: the store is sized once per process.
+    pub cache_memory: u64,
 }
 
 /// Output of [`compile`].
@@ -224,6 +229,7 @@ impl GatewayHandle {
                 }
                 let gateway = Arc::new(compiled.gateway);
                 self.current.store(gateway.clone());
+                purge_changed_caches(&previous, &gateway);
                 METRICS.config_reloads.with_label_values(&["ok"]).inc();
                 status.reloads_ok += 1;
                 status.last_error = None;
@@ -251,6 +257,26 @@ impl GatewayHandle {
     }
 }
 
+/// Drops what routes cached under a cache setup that a reload changed or
+/// removed, so no entry outlives the policy (ttl, key, identity rule) it
+/// was stored under.
+fn purge_changed_caches(previous: &Gateway, next: &Gateway) {
+    for (key, fp) in &previous.fingerprints {
+        let Some(route) = key
+            .strip_prefix("routes.")
+            .and_then(|k| k.strip_suffix(".cache"))
+        else {
+            continue;
+        };
+        if next.fingerprints.get(key) != Some(fp) {
+            let n = crate::cache::purge_route(route);
+            if n > 0 {
+                log::info!("config reload: route {route:?} changed its cache; {n} entries dropped");
+            }
+        }
+    }
+}
+
 impl ListenerPlan {
     /// What opening these listeners depends on; a reload compares it.
     pub fn fingerprint(&self) -> String {
@@ -260,7 +286,7 @@ impl ListenerPlan {
             .map(|t| format!("{} h2={} ca={:?}", t.listen, t.h2, t.client_ca))
             .collect();
         format!(
-            "{:?} {:?} {tls:?} threads={} ws={} h2c={} grace={:?} pid={} sock={}",
+            "{:?} {:?} {tls:?} threads={} ws={} h2c={} grace={:?} pid={} sock={} cache={}",
             self.listen,
             self.admin_listen,
             self.threads,
@@ -268,7 +294,8 @@ impl ListenerPlan {
             self.h2c,
             self.grace_period,
             self.pid_file,
-            self.upgrade_socket
+            self.upgrade_socket,
+            self.cache_memory
         )
     }
 }
@@ -734,6 +761,101 @@ pub fn compile_with(
         }
     }
 
+    // --- [cache.*] ------------------------------------------------------------
+    let cache_budget = server.cache.memory.as_u64();
+    if cache_budget < 1 << 20 {
+        cx.err("server.cache.memory", "must be at least 1MiB");
+    }
+    let mut cache_policies: BTreeMap<&str, Arc<CachePolicy>> = BTreeMap::new();
+    for (name, c) in &cfg.cache {
+        let path = join_key("cache", name);
+        let before = cx.problems.len();
+        if c.max_ttl.is_zero() {
+            cx.err(format!("{path}.max_ttl"), "must be greater than 0");
+        }
+        if c.ttl > c.max_ttl {
+            cx.err(
+                format!("{path}.ttl"),
+                format!(
+                    "ttl ({}) is longer than max_ttl ({})",
+                    humantime::format_duration(c.ttl),
+                    humantime::format_duration(c.max_ttl)
+                ),
+            );
+        }
+        if c.methods.is_empty() {
+            cx.err(format!("{path}.methods"), "give GET, HEAD or both");
+        }
+        for m in &c.methods {
+            if !m.eq_ignore_ascii_case("GET") && !m.eq_ignore_ascii_case("HEAD") {
+                cx.err(
+                    format!("{path}.methods"),
+                    format!("{m:?} cannot be cached; only GET and HEAD can"),
+                );
+            }
+        }
+        if c.statuses.is_empty() {
+            cx.err(format!("{path}.statuses"), "an empty list stores nothing");
+        }
+        for s in &c.statuses {
+            if !(200..=599).contains(s) || *s == 206 || *s == 304 {
+                cx.err(
+                    format!("{path}.statuses"),
+                    format!("{s} cannot be stored (give final statuses 200-599, not 206 or 304)"),
+                );
+            }
+        }
+        let key_query = match &c.key_query {
+            crate::config::KeyQuerySection::All => KeyQuery::All,
+            crate::config::KeyQuerySection::None => KeyQuery::None,
+            crate::config::KeyQuerySection::Only(names) => {
+                let mut names = names.clone();
+                names.sort();
+                names.dedup();
+                KeyQuery::Only(names)
+            }
+            crate::config::KeyQuerySection::Invalid(v) => {
+                cx.err(
+                    format!("{path}.key_query"),
+                    format!("{v:?}: give \"all\", \"none\" or a list like [\"page\", \"sort\"]"),
+                );
+                KeyQuery::All
+            }
+        };
+        let max_object = c.max_object_size.as_u64();
+        let store_max = (cache_budget / 8).min(64 << 20);
+        if max_object == 0 || max_object > store_max {
+            cx.err(
+                format!("{path}.max_object_size"),
+                format!(
+                    "must be between 1B and {} (an eighth of server.cache.memory, at most 64MiB)",
+                    bytesize::ByteSize::b(store_max)
+                ),
+            );
+        }
+        if c.lock_timeout.is_zero() {
+            cx.err(format!("{path}.lock_timeout"), "must be greater than 0");
+        }
+        if cx.problems.len() == before {
+            cache_policies.insert(
+                name.as_str(),
+                Arc::new(CachePolicy::new(
+                    name,
+                    c.ttl,
+                    c.max_ttl,
+                    &c.methods,
+                    &c.statuses,
+                    (c.stale_while_revalidate, c.stale_if_error),
+                    key_query,
+                    c.store_set_cookie,
+                    c.honor_client_no_cache,
+                    usize::try_from(max_object).unwrap_or(usize::MAX),
+                    c.lock_timeout,
+                )),
+            );
+        }
+    }
+
     // --- [[routes]] -------------------------------------------------------
     let mut specs = Vec::new();
     let mut routes = Vec::new();
@@ -931,6 +1053,36 @@ pub fn compile_with(
                 None => {}
             }
         }
+        let route_cache = match &r.cache {
+            Some(c) => match cache_policies.get(c.as_str()) {
+                Some(p) => {
+                    let vary_on_auth = cfg
+                        .cache
+                        .get(c)
+                        .and_then(|s| s.vary_on_auth)
+                        .unwrap_or(!r.auth.0.is_empty());
+                    fingerprints.insert(
+                        format!("routes.{}.cache", r.name),
+                        format!("{:?} {vary_on_auth}", cfg.cache.get(c)),
+                    );
+                    Some(RouteCache {
+                        policy: p.clone(),
+                        vary_on_auth,
+                        route: r.name.as_str().into(),
+                    })
+                }
+                None => {
+                    if !cfg.cache.contains_key(c) {
+                        cx.err(
+                            format!("{path}.cache"),
+                            format!("no [cache.{c}] block (defined: {})", list(cfg.cache.keys())),
+                        );
+                    }
+                    None
+                }
+            },
+            None => None,
+        };
         let route_auth = (!policies.is_empty()).then(|| RouteAuth {
             policies,
             allow_groups: r.allow_groups.clone(),
@@ -953,6 +1105,7 @@ pub fn compile_with(
                 rate_limit_policy: crate::ratelimit::policy_header(&route_limits),
                 rate_limits: route_limits,
                 duration: METRICS.duration.with_label_values(&[r.name.as_str()]),
+                cache: route_cache,
             }));
         }
     }
@@ -1026,6 +1179,7 @@ pub fn compile_with(
             grace_period: server.grace_period,
             pid_file: server.pid_file.clone(),
             upgrade_socket: server.upgrade_socket.clone(),
+            cache_memory: server.cache.memory.as_u64(),
         },
     })
 }

@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod gateway;

@@ -34,6 +34,11 @@ pub struct Metrics {
     pub redis_errors: IntCounter,
     pub redis_up: prometheus::IntGauge,
     pub config_reloads: IntCounterVec,
+    pub cache_requests: IntCounterVec,
+    pub cache_bytes: prometheus::IntGauge,
+    pub cache_items: prometheus::IntGauge,
+    pub cache_budget: prometheus::IntGauge,
+    pub cache_evictions: IntCounter,
 }
 
 // Registration only fails on a duplicate name, which would be a programming
@@ -93,12 +98,57 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["result"]
     )
     .expect("register frontdesk_config_reloads_total"),
+    cache_requests: register_int_counter_vec!(
+        "frontdesk_cache_requests_total",
+        "Requests on routes with a cache, by route and X-Cache-Status (HIT, MISS, EXPIRED, STALE, REVALIDATED, BYPASS)",
+        &["route", "status"]
+    )
+    .expect("register frontdesk_cache_requests_total"),
+    cache_bytes: prometheus::register_int_gauge!(
+        "frontdesk_cache_bytes",
+        "Bytes held by the response store (bodies and headers)"
+    )
+    .expect("register frontdesk_cache_bytes"),
+    cache_items: prometheus::register_int_gauge!(
+        "frontdesk_cache_items",
+        "Responses held by the response store (every identity and variant counts)"
+    )
+    .expect("register frontdesk_cache_items"),
+    cache_budget: prometheus::register_int_gauge!(
+        "frontdesk_cache_budget_bytes",
+        "The response store's byte budget ([server.cache] memory)"
+    )
+    .expect("register frontdesk_cache_budget_bytes"),
+    cache_evictions: register_int_counter!(
+        "frontdesk_cache_evictions_total",
+        "Responses evicted (or refused admission) to keep the store within its budget"
+    )
+    .expect("register frontdesk_cache_evictions_total"),
 }
 });
 
 /// Renders every registered metric in the Prometheus text format.
 pub fn render_metrics() -> String {
     LazyLock::force(&METRICS);
+    let stats = crate::cache::stats().unwrap_or(crate::cache::StoreStats {
+        bytes: 0,
+        items: 0,
+        evictions: 0,
+        budget: 0,
+    });
+    METRICS
+        .cache_bytes
+        .set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
+    METRICS
+        .cache_items
+        .set(i64::try_from(stats.items).unwrap_or(i64::MAX));
+    METRICS
+        .cache_budget
+        .set(i64::try_from(stats.budget).unwrap_or(i64::MAX));
+    let counted = METRICS.cache_evictions.get();
+    if stats.evictions > counted {
+        METRICS.cache_evictions.inc_by(stats.evictions - counted);
+    }
     let families = prometheus::gather();
     prometheus::TextEncoder::new()
         .encode_to_string(&families)

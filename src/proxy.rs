@@ -33,7 +33,13 @@ use pingora::proxy::FailToProxy;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
 
+use pingora::cache::key::HashBinary;
+use pingora::cache::storage::HitHandler;
+use pingora::cache::{CacheKey, CacheMeta, CacheOptionOverrides, ForcedFreshness};
+use pingora::cache::{NoCacheReason, RespCacheable};
+
 use crate::auth::{AuthVerdict, ClientCertIdentity, Consumer, Credentials};
+use crate::cache::{self, KeyParts};
 use crate::gateway::{Gateway, GatewayHandle, Route};
 use crate::observe::{self, AccessLogEntry, METRICS};
 use crate::ratelimit::{self, Admission, LimitInput, Refusal};
@@ -52,6 +58,7 @@ const X_REQUEST_ID_WIRE: &str = "X-Request-Id";
 const X_FORWARDED_FOR_WIRE: &str = "X-Forwarded-For";
 const X_FORWARDED_PROTO_WIRE: &str = "X-Forwarded-Proto";
 const X_FORWARDED_HOST_WIRE: &str = "X-Forwarded-Host";
+const X_CACHE_STATUS_WIRE: &str = "X-Cache-Status";
 
 /// Requests being served right now (contexts alive), so that a graceful
 /// shutdown can end as soon as the last one is done.
@@ -97,6 +104,10 @@ pub struct RequestCtx {
     vary_origin: bool,
     /// Request body bytes seen so far (for chunked bodies and the 413 cap).
     body_bytes: u64,
+    /// The normalized path, kept on routes with a cache (key and purge tag).
+    cache_path: Option<String>,
+    /// Where the response came from (`X-Cache-Status`), on routes with a cache.
+    cache_status: Option<&'static str>,
 }
 
 impl Default for RequestCtx {
@@ -132,6 +143,8 @@ impl RequestCtx {
             cors_headers: Vec::new(),
             vary_origin: false,
             body_bytes: 0,
+            cache_path: None,
+            cache_status: None,
         }
     }
 
@@ -290,6 +303,10 @@ async fn respond(
         resp.insert_header(header::CONTENT_LENGTH, 0)?;
     }
     resp.insert_header(X_REQUEST_ID_WIRE, ctx.request_id_value())?;
+    if ctx.route.as_ref().is_some_and(|r| r.cache.is_some()) {
+        resp.insert_header(X_CACHE_STATUS_WIRE, "BYPASS")?;
+        ctx.cache_status = Some("BYPASS");
+    }
     for (k, v) in extra.iter().chain(ctx.cors_headers.iter()) {
         resp.append_header(k.clone(), v.clone())?;
     }
@@ -544,6 +561,9 @@ pub fn admit(gw: &Gateway, req: &RequestHeader, ctx: &mut RequestCtx) -> Option<
             }
         }
     }
+    if route.cache.is_some() {
+        ctx.cache_path = Some(path.into_owned());
+    }
     ctx.route = Some(route);
     None
 }
@@ -698,9 +718,14 @@ impl ProxyHttp for Frontdesk {
             ratelimit::client_ip(peer, &session.req_header().headers, &gw.trusted_proxies)
         });
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        // A background cache revalidation re-enters every hook with a copy
+        // of the request that was already counted and admitted: it is
+        // authenticated again (the cache key needs the identity) but not
+        // counted against any limit a second time.
+        let subrequest = session.as_downstream().is_subrequest();
         // The flood guard comes first: a flood costs one sketch update each.
         let mut verdict = match (&gw.flood_guard, ctx.client_ip) {
-            (Some(guard), Some(ip)) => guard.check(ip).err().map(|r| {
+            (Some(guard), Some(ip)) if !subrequest => guard.check(ip).err().map(|r| {
                 ctx.request_id = new_request_id();
                 refusal_reply(&r, "-", guard.policy_header.as_ref())
             }),
@@ -713,7 +738,7 @@ impl ProxyHttp for Frontdesk {
         if verdict.is_none() {
             verdict = authenticate(session, ctx).await;
         }
-        if verdict.is_none() {
+        if verdict.is_none() && !subrequest {
             verdict = limit(session, ctx);
         }
         match verdict {
@@ -728,6 +753,106 @@ impl ProxyHttp for Frontdesk {
                 )
                 .await?;
                 Ok(true)
+            }
+        }
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let Some(rc) = ctx.route.as_ref().and_then(|r| r.cache.as_ref()) else {
+            return Ok(());
+        };
+        ctx.cache_status = Some("BYPASS");
+        let req = session.req_header();
+        if !rc.policy.caches_method(&req.method) || session.is_upgrade_req() {
+            return Ok(());
+        }
+        let mut overrides = CacheOptionOverrides::default();
+        overrides.wait_timeout = Some(rc.policy.lock_timeout);
+        let max_object = rc.policy.max_object_size;
+        session.cache.enable(
+            cache::store(),
+            None,
+            Some(cache::predictor()),
+            Some(cache::lock()),
+            Some(overrides),
+        );
+        session.cache.set_max_file_size_bytes(max_object);
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        let Some(rc) = ctx.route.as_ref().and_then(|r| r.cache.as_ref()) else {
+            return Error::e_explain(ErrorType::InternalError, "cache enabled without a policy");
+        };
+        let req = session.req_header();
+        Ok(rc.key(&KeyParts {
+            tls: ctx.tls,
+            host: &ctx.host,
+            path: ctx.cache_path.as_deref().unwrap_or(req.uri.path()),
+            query: req.uri.query(),
+            consumer: ctx.consumer.as_deref(),
+        }))
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut RequestCtx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        cache::variance(meta, req)
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        session: &mut Session,
+        _meta: &CacheMeta,
+        _hit_handler: &mut HitHandler,
+        is_fresh: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<ForcedFreshness>> {
+        let honor = ctx
+            .route
+            .as_ref()
+            .and_then(|r| r.cache.as_ref())
+            .is_some_and(|rc| rc.policy.honor_client_no_cache);
+        if is_fresh && honor && cache::client_wants_revalidation(session.req_header()) {
+            return Ok(Some(ForcedFreshness::ForceExpired));
+        }
+        Ok(None)
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        let Some(rc) = ctx.route.as_ref().and_then(|r| r.cache.as_ref()) else {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
+        };
+        let path = ctx
+            .cache_path
+            .as_deref()
+            .unwrap_or(session.req_header().uri.path());
+        Ok(rc.decide(resp, path))
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        match error {
+            // Stale-while-revalidate: pingora has checked the entry's
+            // window (the policy's or the response's own) already.
+            None => true,
+            // Stale-if-error: only when the backend failed (or no target
+            // could be picked: upstream_peer's 502/503), not the client.
+            Some(e) => {
+                e.esource() == &ErrorSource::Upstream
+                    || matches!(e.etype(), ErrorType::HTTPStatus(502..=504))
             }
         }
     }
@@ -860,7 +985,7 @@ impl ProxyHttp for Frontdesk {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -874,6 +999,11 @@ impl ProxyHttp for Frontdesk {
             resp.append_header(header::VARY, "Origin")?;
         }
         resp.insert_header(X_REQUEST_ID_WIRE, ctx.request_id_value())?;
+        if ctx.cache_status.is_some() {
+            let word = cache::status_word(session.cache.phase());
+            ctx.cache_status = Some(word);
+            resp.insert_header(X_CACHE_STATUS_WIRE, word)?;
+        }
         if let (Some(admission), Some(route)) = (&ctx.admission, &ctx.route) {
             if let (Some(policy), Some(state)) = (
                 &route.rate_limit_policy,
@@ -941,6 +1071,12 @@ impl ProxyHttp for Frontdesk {
             .inc();
         if let Some(route) = &ctx.route {
             route.duration.observe(elapsed.as_secs_f64());
+            if let Some(word) = ctx.cache_status {
+                METRICS
+                    .cache_requests
+                    .with_label_values(&[route.name.as_str(), word])
+                    .inc();
+            }
         }
         let Some(gw) = ctx.gateway.as_ref() else {
             return;

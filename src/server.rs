@@ -51,6 +51,7 @@ pub fn run(opts: RunOptions<'_>) -> Result<(), StartError> {
     }
     let (_loaded, compiled) = load_and_compile(opts.config)?;
     let listeners = compiled.listeners;
+    crate::cache::configure_store(usize::try_from(listeners.cache_memory).unwrap_or(usize::MAX));
     let handle = Arc::new(GatewayHandle::new(compiled.gateway));
 
     let conf = ServerConf {
