@@ -141,7 +141,7 @@ pub fn banner(listen: &str, admin: Option<&str>) -> String {
         "  TOKEN=$(curl -s '{base}/auth/token?user=alice' | sed -E 's/.*\"token\":\"([^\"]+)\".*/\\1/')\n                                                  # a token from the demo identity provider\n"
     ));
     s.push_str(&format!(
-        "  curl -s {base}/orders/42 -H \"Authorization: Bearer $TOKEN\"   # routed to orders as consumer alice\n"
+        "  curl -s {base}/orders/42 -H \"Authorization: Bearer $TOKEN\"   # routed to orders as consumer alice\n  curl -s -i {base}/orders/42 -H \"Authorization: Bearer $TOKEN\"   # again: X-Cache-Status: HIT (alice's copy, 10 s)\n"
     ));
     s.push_str(&format!(
         "  curl -s {base}/orders/42 -H 'x-api-key: demo-partner-key'     # or with a partner API key\n"

@@ -768,7 +768,6 @@ impl ProxyHttp for Frontdesk {
         }
         let mut overrides = CacheOptionOverrides::default();
         overrides.wait_timeout = Some(rc.policy.lock_timeout);
-        let max_object = rc.policy.max_object_size;
         session.cache.enable(
             cache::store(),
             None,
@@ -776,7 +775,10 @@ impl ProxyHttp for Frontdesk {
             Some(cache::lock()),
             Some(overrides),
         );
-        session.cache.set_max_file_size_bytes(max_object);
+        // No `set_max_file_size_bytes`: pingora would abort a chunked
+        // response mid-transfer once it passes the cap. The store stops
+        // keeping a copy instead, and a declared Content-Length over the
+        // cap is refused up front (`RouteCache::decide`).
         Ok(())
     }
 
@@ -831,11 +833,12 @@ impl ProxyHttp for Frontdesk {
         let Some(rc) = ctx.route.as_ref().and_then(|r| r.cache.as_ref()) else {
             return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
         };
-        let path = ctx
-            .cache_path
-            .as_deref()
-            .unwrap_or(session.req_header().uri.path());
-        Ok(rc.decide(resp, path))
+        let req = session.req_header();
+        let path = ctx.cache_path.as_deref().unwrap_or(req.uri.path());
+        let route_verifies = ctx.route.as_ref().is_some_and(|r| r.auth.is_some());
+        let unverified_authorization =
+            !route_verifies && req.headers.contains_key(header::AUTHORIZATION);
+        Ok(rc.decide(resp, path, unverified_authorization))
     }
 
     fn should_serve_stale(

@@ -260,6 +260,23 @@ key_query = ["page", "sort"]
     assert_eq!(gz2.body["n"], gz.body["n"]);
     assert_eq!(br2.body["n"], br.body["n"]);
 
+    // Authorization the gateway did not verify (no auth on this route):
+    // the backend may have answered for that user, so it is stored only
+    // when the response says it may be shared (RFC 9111 §3.5).
+    let creds = [("authorization", "Basic dXNlcjpwYXNz")];
+    let before = o.hits();
+    get(&gw, "/pub/mine?cc=max-age%3D60", &creds).await;
+    let again = get(&gw, "/pub/mine?cc=max-age%3D60", &creds).await;
+    assert_eq!(o.hits(), before + 2);
+    assert_ne!(again.cache, "HIT");
+    get(&gw, "/pub/shareable?cc=public%2C%20max-age%3D60", &creds).await;
+    assert_eq!(
+        get(&gw, "/pub/shareable?cc=public%2C%20max-age%3D60", &[])
+            .await
+            .cache,
+        "HIT"
+    );
+
     // Vary: * is never stored.
     let before = o.hits();
     get(&gw, "/pub/star?vary=*", &[]).await;
@@ -693,6 +710,19 @@ max_object_size = "64KiB"
         "{v}"
     );
     assert_eq!(purge(&gw, "not json").await.0, 400);
+
+    // A reload that changes a route's cache drops what it stored.
+    get(&gw, "/fill/kept", &[]).await;
+    assert_eq!(get(&gw, "/fill/kept", &[]).await.cache, "HIT");
+    let text = std::fs::read_to_string(gw.config_path()).unwrap();
+    std::fs::write(
+        gw.config_path(),
+        text.replace("ttl = \"5m\"", "ttl = \"4m\""),
+    )
+    .unwrap();
+    let r = client().post(gw.admin_url("/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(get(&gw, "/fill/kept", &[]).await.cache, "MISS");
 
     // A fill of 4 MiB through a 1 MiB store: evictions, never past the budget.
     let budget = 1024.0 * 1024.0;

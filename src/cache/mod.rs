@@ -203,7 +203,17 @@ impl RouteCache {
     }
 
     /// Whether the response may be stored, and until when it is fresh.
-    pub fn decide(&self, resp: &ResponseHeader, path: &str) -> RespCacheable {
+    /// `unverified_authorization`: the request carried `Authorization` that
+    /// the gateway did not verify (a route without `auth`): then the
+    /// backend's own access control may have shaped the answer, and
+    /// RFC 9111 §3.5 applies — stored only if the response says `public`,
+    /// `s-maxage` or `must-revalidate`.
+    pub fn decide(
+        &self,
+        resp: &ResponseHeader,
+        path: &str,
+        unverified_authorization: bool,
+    ) -> RespCacheable {
         let policy = &self.policy;
         if !policy.stores_status(resp.status.as_u16()) {
             return RespCacheable::Uncacheable(NoCacheReason::Custom("status not in statuses"));
@@ -216,6 +226,21 @@ impl RouteCache {
             if cc.private() {
                 return RespCacheable::Uncacheable(NoCacheReason::Custom("private"));
             }
+        }
+        if unverified_authorization
+            && !cc
+                .as_ref()
+                .is_some_and(|cc| cc.allow_caching_authorized_req())
+        {
+            return RespCacheable::Uncacheable(NoCacheReason::Custom("authorization"));
+        }
+        let declared_len = resp
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared_len.is_some_and(|n| n > policy.max_object_size) {
+            return RespCacheable::Uncacheable(NoCacheReason::ResponseTooLarge);
         }
         if !policy.store_set_cookie && resp.headers.contains_key(header::SET_COOKIE) {
             return RespCacheable::Uncacheable(NoCacheReason::Custom("set-cookie"));
@@ -255,6 +280,7 @@ impl RouteCache {
         meta.extensions_mut().insert(PurgeTag {
             route: self.route.clone(),
             path: path.into(),
+            max_body: policy.max_object_size,
         });
         RespCacheable::Cacheable(meta)
     }
@@ -398,7 +424,7 @@ mod tests {
     }
 
     fn fresh_secs(rc: &RouteCache, r: &ResponseHeader) -> Option<u64> {
-        match rc.decide(r, "/p") {
+        match rc.decide(r, "/p", false) {
             RespCacheable::Cacheable(m) => Some(m.fresh_sec()),
             RespCacheable::Uncacheable(_) => None,
         }
@@ -439,12 +465,29 @@ mod tests {
             assert_eq!(fresh_secs(&rc, &uncacheable), None, "{uncacheable:?}");
         }
         assert_eq!(fresh_secs(&rc, &resp(404, &[])), Some(30));
+        let big = resp(200, &[("content-length", "2000000")]);
+        assert_eq!(fresh_secs(&rc, &big), None, "larger than max_object_size");
+    }
+
+    #[test]
+    fn unverified_authorization_needs_the_response_to_allow_sharing() {
+        let rc = route_cache(30, 100, false);
+        let stored = |headers: &[(&str, &str)]| {
+            matches!(
+                rc.decide(&resp(200, headers), "/p", true),
+                RespCacheable::Cacheable(_)
+            )
+        };
+        assert!(!stored(&[]));
+        assert!(!stored(&[("cache-control", "max-age=60")]));
+        assert!(stored(&[("cache-control", "public, max-age=60")]));
+        assert!(stored(&[("cache-control", "s-maxage=60")]));
     }
 
     #[test]
     fn stale_windows_come_from_the_response_or_the_policy() {
         let rc = route_cache(30, 100, true);
-        let RespCacheable::Cacheable(m) = rc.decide(&resp(200, &[]), "/p") else {
+        let RespCacheable::Cacheable(m) = rc.decide(&resp(200, &[]), "/p", false) else {
             panic!()
         };
         assert_eq!(
@@ -455,12 +498,12 @@ mod tests {
             200,
             &[("cache-control", "max-age=1, stale-while-revalidate=3")],
         );
-        let RespCacheable::Cacheable(m) = rc.decide(&r, "/p") else {
+        let RespCacheable::Cacheable(m) = rc.decide(&r, "/p", false) else {
             panic!()
         };
         assert_eq!(m.stale_while_revalidate_sec(), 3);
         let r = resp(200, &[("cache-control", "max-age=1, must-revalidate")]);
-        let RespCacheable::Cacheable(m) = rc.decide(&r, "/p") else {
+        let RespCacheable::Cacheable(m) = rc.decide(&r, "/p", false) else {
             panic!()
         };
         assert_eq!(
@@ -510,7 +553,7 @@ mod tests {
     fn variance_reads_the_named_request_headers() {
         let rc = route_cache(30, 100, true);
         let RespCacheable::Cacheable(m) =
-            rc.decide(&resp(200, &[("vary", "Accept-Encoding")]), "/p")
+            rc.decide(&resp(200, &[("vary", "Accept-Encoding")]), "/p", false)
         else {
             panic!()
         };
@@ -524,7 +567,7 @@ mod tests {
         assert_ne!(v(&gzip), v(&br));
         assert_ne!(v(&gzip), v(&none));
         assert_eq!(v(&gzip), v(&gzip.clone()));
-        let RespCacheable::Cacheable(plain) = rc.decide(&resp(200, &[]), "/p") else {
+        let RespCacheable::Cacheable(plain) = rc.decide(&resp(200, &[]), "/p", false) else {
             panic!()
         };
         assert_eq!(variance(&plain, &gzip), None);

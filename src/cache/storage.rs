@@ -44,12 +44,14 @@ use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorType, Result};
 use tinyufo::TinyUfo;
 
-/// What a stored entry belongs to, for purges by route and by path. Set by
-/// the proxy in the meta's extensions before the miss handler is made.
+/// What a stored entry belongs to (for purges by route and by path) and
+/// the largest body its policy stores. Set by the proxy in the meta's
+/// extensions before the miss handler is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PurgeTag {
     pub route: Arc<str>,
     pub path: Arc<str>,
+    pub max_body: usize,
 }
 
 /// The weight unit: TinyUFO weights are `u16`, so entries are charged in KiB.
@@ -444,6 +446,7 @@ struct Fill {
     meta: StoredMeta,
     body: Vec<u8>,
     header_size: usize,
+    max_body: usize,
     too_big: bool,
 }
 
@@ -453,8 +456,9 @@ impl HandleMiss for Fill {
         if self.too_big {
             return Ok(());
         }
-        if self.header_size + self.body.len() + data.len() > self.store.max_object {
-            // Keep serving the client; just do not keep the copy.
+        if self.body.len() + data.len() > self.max_body {
+            // Keep serving the client (pingora's own size cap would cut a
+            // chunked response short); just do not keep the copy.
             self.too_big = true;
             self.body = Vec::new();
             return Ok(());
@@ -515,10 +519,15 @@ impl Storage for MemoryStore {
     ) -> Result<MissHandler> {
         let stored = StoredMeta::from_meta(meta);
         let header_size = header_size(&stored.header);
+        let tag = meta.extensions().get::<PurgeTag>().cloned();
         Ok(Box::new(Fill {
             store: self,
             key: key_of(key.combined_bin()),
-            tag: meta.extensions().get::<PurgeTag>().cloned(),
+            max_body: tag
+                .as_ref()
+                .map_or(self.max_object, |t| t.max_body.min(self.max_object))
+                .saturating_sub(header_size),
+            tag,
             meta: stored,
             body: Vec::new(),
             header_size,
@@ -586,6 +595,7 @@ mod tests {
         PurgeTag {
             route: route.into(),
             path: path.into(),
+            max_body: usize::MAX,
         }
     }
 
