@@ -7,6 +7,7 @@
 #             JSON access log line per request (to a file)
 #   jwt       plain + JWT auth (HS256, secret in $FRONTDESK_BENCH_SECRET)
 #   ratelimit plain + a per-IP rate limit that never refuses (its cost only)
+#   cache     plain + a response cache (every GET after the first is a hit)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PROFILE=${1:-plain}
@@ -63,6 +64,17 @@ rate_limit = "per-ip"
 key = "ip"
 limit = 1000000000
 per = "1s"
+TOML
+elif [[ $PROFILE == cache ]]; then
+cat >>"$CONF" <<'TOML'
+[[routes]]
+name = "all"
+path_prefix = "/"
+upstream = "origin"
+cache = "hits"
+
+[cache.hits]
+ttl = "1h"
 TOML
 elif [[ $PROFILE == jwt ]]; then
 cat >>"$CONF" <<'TOML'

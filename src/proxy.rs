@@ -592,10 +592,14 @@ async fn authenticate(session: &Session, ctx: &mut RequestCtx) -> Option<Reply> 
             failure,
             challenges,
         } => {
-            METRICS
-                .auth_failures
-                .with_label_values(&[route.name.as_str(), failure.reason])
-                .inc();
+            // A background revalidation whose token expired meanwhile is
+            // not a client's failed attempt.
+            if !session.as_downstream().is_subrequest() {
+                METRICS
+                    .auth_failures
+                    .with_label_values(&[route.name.as_str(), failure.reason])
+                    .inc();
+            }
             let mut reply = Reply::error(401, failure.message);
             reply.headers = challenges
                 .into_iter()

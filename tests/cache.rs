@@ -452,7 +452,7 @@ name = "swr"
 path_prefix = "/swr"
 upstream = "origin"
 cache = "swr"
-rate_limit = "everyone"
+rate_limit = "swr-quota"
 
 [[routes]]
 name = "strict"
@@ -461,6 +461,11 @@ upstream = "origin"
 cache = "strict"
 
 [rate_limits.everyone]
+key = "route"
+limit = 1000
+per = "1h"
+
+[rate_limits.swr-quota]
 key = "route"
 limit = 1000
 per = "1h"
@@ -539,6 +544,15 @@ honor_client_no_cache = true
 
     // The background refresh is not a second request: not logged, not
     // counted, not rate limited.
+    let last = client().get(gw.url(p)).send().await.unwrap();
+    let quota = last
+        .headers()
+        .get("ratelimit")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    drop(last);
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let m = metrics(&gw).await;
     let swr_requests: f64 = m
         .lines()
@@ -557,6 +571,13 @@ honor_client_no_cache = true
         .filter(|l| l.contains("\"route\":\"swr\""))
         .count();
     assert_eq!(logged as f64, swr_requests);
+    let remaining: f64 = quota
+        .split(";r=")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(-1.0);
+    assert_eq!(remaining, 1000.0 - swr_requests, "{quota}");
 
     // Stale-if-error: the origin goes down; the expired copy is served.
     let p = "/fresh/down?cc=max-age%3D1";
