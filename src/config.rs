@@ -217,6 +217,10 @@ pub struct ServerSection {
     /// How long in-flight requests may finish on shutdown or upgrade.
     #[serde(default = "default_grace_period", with = "humantime_serde")]
     pub grace_period: Duration,
+    /// After shutdown or upgrade begins, how long open client connections
+    /// stay so a request already on its way is answered, not reset.
+    #[serde(default = "default_drain_idle", with = "humantime_serde")]
+    pub drain_idle_connections: Duration,
     /// Where the pid file goes (needed by `reload` and graceful upgrade).
     #[serde(default = "default_pid_file")]
     pub pid_file: String,
@@ -378,6 +382,7 @@ impl Default for ServerSection {
             max_request_body: default_max_request_body(),
             max_header_size: default_max_header_size(),
             grace_period: default_grace_period(),
+            drain_idle_connections: default_drain_idle(),
             pid_file: default_pid_file(),
             upgrade_socket: default_upgrade_socket(),
             keepalive_timeout: default_keepalive_timeout(),
@@ -393,6 +398,9 @@ fn default_listen() -> Vec<String> {
 }
 fn default_access_log() -> String {
     "stdout".to_string()
+}
+fn default_drain_idle() -> Duration {
+    Duration::from_secs(2)
 }
 fn default_max_request_body() -> ByteSize {
     ByteSize::mib(10)

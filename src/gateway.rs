@@ -116,6 +116,8 @@ pub struct ListenerPlan {
     pub upgrade_socket: String,
     /// `[server.cache] memory`: the store is sized once per process.
     pub cache_memory: u64,
+    /// How long open client connections may stay after shutdown begins.
+    pub drain_idle: Duration,
 }
 
 /// Output of [`compile`].
@@ -286,13 +288,14 @@ impl ListenerPlan {
             .map(|t| format!("{} h2={} ca={:?}", t.listen, t.h2, t.client_ca))
             .collect();
         format!(
-            "{:?} {:?} {tls:?} threads={} ws={} h2c={} grace={:?} pid={} sock={} cache={}",
+            "{:?} {:?} {tls:?} threads={} ws={} h2c={} grace={:?} drain={:?} pid={} sock={} cache={}",
             self.listen,
             self.admin_listen,
             self.threads,
             self.work_stealing,
             self.h2c,
             self.grace_period,
+            self.drain_idle,
             self.pid_file,
             self.upgrade_socket,
             self.cache_memory
@@ -1180,6 +1183,7 @@ pub fn compile_with(
             pid_file: server.pid_file.clone(),
             upgrade_socket: server.upgrade_socket.clone(),
             cache_memory: server.cache.memory.as_u64(),
+            drain_idle: server.drain_idle_connections,
         },
     })
 }

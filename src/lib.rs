@@ -15,6 +15,7 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod demo;
+pub mod drain;
 pub mod gateway;
 pub mod observe;
 pub mod proxy;

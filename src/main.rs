@@ -194,12 +194,23 @@ fn main() -> ExitCode {
         Command::HashKey => return hash_key(),
         Command::Reload { config } => return reload(&config),
         Command::Upgrade { config, daemon } => {
+            // Validate before anything is signalled: a file that does not
+            // compile must not make the running gateway hand over its
+            // sockets to a process that is about to exit.
+            if let Err(e) = load_and_compile(&config) {
+                eprintln!("{e}");
+                eprintln!("upgrade refused: the running gateway keeps serving");
+                return ExitCode::FAILURE;
+            }
             if let Err(code) = signal_old_gateway_after_start(&config) {
                 return code;
             }
             (config, true, daemon, false)
         }
     };
+    // An absolute path: a daemon runs in `/`, and reloads and upgrades
+    // re-read the file by this path later.
+    let config = std::fs::canonicalize(&config).unwrap_or(config);
     let result = run(RunOptions {
         config: &config,
         upgrade,

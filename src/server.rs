@@ -13,7 +13,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::*;
-use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
@@ -74,15 +73,20 @@ pub fn run(opts: RunOptions<'_>) -> Result<(), StartError> {
 
     let mut server_options = pingora::apps::HttpServerOptions::default();
     server_options.h2c = listeners.h2c;
-    let mut proxy = ProxyServiceBuilder::new(
+    let mut app = pingora::proxy::http_proxy(
         &server.configuration,
         Frontdesk {
             handle: handle.clone(),
         },
-    )
-    .name("frontdesk")
-    .server_options(server_options)
-    .build();
+    );
+    app.server_options = Some(server_options);
+    let mut proxy = Service::new(
+        "frontdesk".to_string(),
+        crate::drain::Draining {
+            inner: Arc::new(app),
+            window: listeners.drain_idle.min(listeners.grace_period),
+        },
+    );
     for addr in &listeners.listen {
         proxy.add_tcp(addr);
     }
@@ -147,6 +151,14 @@ pub fn run(opts: RunOptions<'_>) -> Result<(), StartError> {
         "config reload on SIGHUP",
         ReloadOnHangup {
             handle: handle.clone(),
+        },
+    ));
+    server.add_service(background_service(
+        "upgrade on SIGUSR2",
+        UpgradeOnUsr2 {
+            handle: handle.clone(),
+            binary: std::env::current_exe().unwrap_or_else(|_| "frontdesk".into()),
+            daemon: opts.daemon,
         },
     ));
     server.add_service(background_service(
@@ -278,6 +290,74 @@ fn redis_connection(url: &str) -> Option<redis::aio::ConnectionManager> {
 
 /// Claims SIGHUP (Pingora installs no handler, and the default action would
 /// kill the gateway) and reloads the config on each one.
+/// Binary upgrade on SIGUSR2, as NGINX does it: this process starts
+/// `<its own binary path> upgrade -c <its config>` (the file at that path,
+/// which a package upgrade has replaced), which takes the listening sockets
+/// over and tells this process to drain and exit. The new process is this
+/// one's child, so under systemd it stays in the service's cgroup with its
+/// user and capabilities, and (with `Type=forking` + `PIDFile`) becomes the
+/// service's main process when this one exits. `systemctl kill -s USR2
+/// --kill-whom=main frontdesk` upgrades without dropping a connection.
+pub struct UpgradeOnUsr2 {
+    pub handle: Arc<GatewayHandle>,
+    /// This binary's path, read at start (before a package replaces the file).
+    pub binary: std::path::PathBuf,
+    /// The new process daemonizes too when this one did.
+    pub daemon: bool,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for UpgradeOnUsr2 {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut usr2 = match signal(SignalKind::user_defined2()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot listen for SIGUSR2, upgrade by signal is off: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                got = usr2.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    let config = self.handle.snapshot().source.clone();
+                    let mut cmd = std::process::Command::new(&self.binary);
+                    cmd.arg("upgrade").arg("-c").arg(&config);
+                    if self.daemon {
+                        cmd.arg("-d");
+                    }
+                    match cmd.spawn() {
+                        Ok(mut child) => {
+                            log::info!(
+                                "SIGUSR2: started {} (pid {}) to take over; this process drains and exits once it has the sockets",
+                                self.binary.display(),
+                                child.id()
+                            );
+                            // Reap it (a failed start is logged here; the old
+                            // process keeps serving then).
+                            std::thread::spawn(move || match child.wait() {
+                                Ok(status) if !status.success() => log::error!(
+                                    "upgrade: the new process exited with {status}; this one keeps serving"
+                                ),
+                                Ok(_) => {}
+                                Err(e) => log::warn!("upgrade: cannot wait for the new process: {e}"),
+                            });
+                        }
+                        Err(e) => log::error!(
+                            "SIGUSR2: cannot start {} for the upgrade: {e}; still serving",
+                            self.binary.display()
+                        ),
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub struct ReloadOnHangup {
     pub handle: Arc<GatewayHandle>,
 }
@@ -313,8 +393,9 @@ impl pingora::services::background::BackgroundService for ReloadOnHangup {
 /// Pingora sleeps through the whole `grace_period` after SIGTERM (or after
 /// handing its sockets to a new process on upgrade), even when nothing is in
 /// flight. This watcher ends the process as soon as no request has been in
-/// flight for a moment, so an idle gateway stops in well under a second
-/// and a busy one as soon as its last request is done.
+/// flight for a moment and the client connections are drained (closed, or
+/// the drain window of [`crate::drain`] is over), so an idle gateway stops
+/// in well under a second and a busy one as soon as its last request is done.
 fn end_grace_period_when_idle(
     mut phases: tokio::sync::broadcast::Receiver<pingora::server::ExecutionPhase>,
 ) {
@@ -332,7 +413,9 @@ fn end_grace_period_when_idle(
             }
             let mut idle_checks = 0;
             loop {
-                if crate::proxy::requests_in_flight() == 0 {
+                let connections_left =
+                    crate::drain::open_connections() > 0 && !crate::drain::drained();
+                if crate::proxy::requests_in_flight() == 0 && !connections_left {
                     idle_checks += 1;
                 } else {
                     idle_checks = 0;

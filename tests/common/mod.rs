@@ -327,9 +327,9 @@ where
     }
 }
 
-/// Steady traffic for zero-downtime tests: one keep-alive client and one
-/// that opens a new connection for every request, each sending GET `url`
-/// back to back (2 ms apart) until [`Traffic::finish`].
+/// Steady traffic for zero-downtime tests: keep-alive clients and clients
+/// that open a new connection for every request (one of each by default),
+/// each sending GET `url` back to back (2 ms apart) until [`Traffic::finish`].
 pub struct Traffic {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicUsize>,
@@ -339,11 +339,18 @@ pub struct Traffic {
 
 impl Traffic {
     pub fn start(url: String) -> Traffic {
+        Traffic::start_with(url, 1, 1)
+    }
+
+    /// `keepalive` clients that reuse their connection and `fresh` ones
+    /// that open a new connection for every request.
+    pub fn start_with(url: String, keepalive: usize, fresh: usize) -> Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
         let failed = Arc::new(AtomicUsize::new(0));
         let mut drivers = Vec::new();
-        for fresh_connections in [false, true] {
+        let kinds = std::iter::repeat_n(false, keepalive).chain(std::iter::repeat_n(true, fresh));
+        for fresh_connections in kinds {
             let (url, stop, ok, failed) = (url.clone(), stop.clone(), ok.clone(), failed.clone());
             drivers.push(tokio::spawn(async move {
                 let mut builder = reqwest::Client::builder()
