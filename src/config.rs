@@ -182,6 +182,58 @@ pub struct FileConfig {
     pub rate_limits: BTreeMap<String, RateLimitSection>,
     pub cluster: Option<ClusterSection>,
     pub cache: BTreeMap<String, CacheSection>,
+    pub waf: Option<WafSection>,
+}
+
+/// `[waf]`: the web application firewall.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WafSection {
+    /// `block`, `detect` (log and count only) or `off`.
+    #[serde(default = "default_waf_mode")]
+    pub mode: String,
+    /// Rule files (globs, relative to this file's folder).
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// 1-4: rules tagged with a higher level are off.
+    #[serde(default = "default_paranoia")]
+    pub paranoia: u8,
+    /// The inbound anomaly score that blocks.
+    #[serde(default = "default_anomaly_threshold")]
+    pub anomaly_threshold: u32,
+    /// Request bodies are inspected up to this size (at most 64KiB).
+    #[serde(default = "default_waf_max_body")]
+    pub max_body: ByteSize,
+    /// A body over max_body: `block` (413) or `pass` (uninspected).
+    #[serde(default = "default_body_overflow")]
+    pub body_overflow: String,
+    #[serde(default)]
+    pub deny_ips: Vec<String>,
+    /// Files with one address or CIDR per line (`#` comments).
+    #[serde(default)]
+    pub deny_ip_files: Vec<String>,
+    /// These clients skip the WAF entirely.
+    #[serde(default)]
+    pub allow_ips: Vec<String>,
+    /// `stdout`, `off`, or a file: one JSON line per blocked or detected request.
+    #[serde(default = "default_access_log")]
+    pub audit_log: String,
+}
+
+fn default_waf_mode() -> String {
+    "block".to_string()
+}
+fn default_paranoia() -> u8 {
+    1
+}
+fn default_anomaly_threshold() -> u32 {
+    5
+}
+fn default_waf_max_body() -> ByteSize {
+    ByteSize::kib(64)
+}
+fn default_body_overflow() -> String {
+    "block".to_string()
 }
 
 #[derive(Debug, Deserialize)]
@@ -609,6 +661,11 @@ pub struct RouteSection {
     pub rate_limit: OneOrMany,
     /// Name of a `[cache.*]` block: responses are kept and served from memory.
     pub cache: Option<String>,
+    /// `inherit` (default), `off` or `detect`.
+    pub waf: Option<String>,
+    /// WAF rule ids not applied on this route.
+    #[serde(default)]
+    pub waf_exclude: Vec<u32>,
 }
 
 /// A `[rate_limits.NAME]` block.
@@ -959,6 +1016,7 @@ pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<LoadedConfi
             }
             "cluster" => config.cluster = typed(&source_map, "cluster", value, &mut problems),
             "cache" => config.cache = typed_map(&source_map, "cache", value, &mut problems),
+            "waf" => config.waf = typed(&source_map, "waf", value, &mut problems),
             "routes" => match value.get_ref() {
                 DeValue::Array(items) => {
                     for (i, item) in items.iter().enumerate() {
@@ -978,7 +1036,7 @@ pub fn parse_str(text: &str, file: &Path, base_dir: &Path) -> Result<LoadedConfi
             },
             other => problems.push(source_map.problem(
                 join_key("", other),
-                "unknown section; expected one of: server, upstreams, routes, transforms, cors, auth, rate_limits, cluster, cache",
+                "unknown section; expected one of: server, upstreams, routes, transforms, cors, auth, rate_limits, cluster, cache, waf",
             )),
         }
     }

@@ -57,6 +57,8 @@ pub struct Route {
     pub duration: Histogram,
     /// How this route's responses are cached; `None` when they are not.
     pub cache: Option<crate::cache::RouteCache>,
+    /// The route's WAF mode and rule exclusions.
+    pub waf: crate::waf::RouteWaf,
 }
 
 /// Per-request limits from `[server]`.
@@ -82,6 +84,8 @@ pub struct Gateway {
     /// `[cluster]`, and every cluster-scope counter to sync through it.
     pub cluster: Option<Arc<ClusterState>>,
     pub cluster_counters: Vec<Arc<ClusterCounter>>,
+    /// The `[waf]` section, compiled; `None` when there is none.
+    pub waf: Option<Arc<crate::waf::Waf>>,
     /// Every `[rate_limits.*]` block, by name.
     pub rate_policies: BTreeMap<String, Arc<RateLimitPolicy>>,
     /// What each pool, limit and the flood guard was built from (their
@@ -764,6 +768,12 @@ pub fn compile_with(
         }
     }
 
+    // --- [waf] ------------------------------------------------------------------
+    let waf = cfg
+        .waf
+        .as_ref()
+        .and_then(|w| compile_waf(&mut cx, w, &loaded.base_dir));
+
     // --- [cache.*] ------------------------------------------------------------
     let cache_budget = server.cache.memory.as_u64();
     if cache_budget < 1 << 20 {
@@ -1086,6 +1096,27 @@ pub fn compile_with(
             },
             None => None,
         };
+        let route_waf = crate::waf::RouteWaf {
+            mode: match r.waf.as_deref() {
+                None | Some("inherit") => None,
+                Some("off") => Some(crate::waf::Mode::Off),
+                Some("detect") => Some(crate::waf::Mode::Detect),
+                Some(other) => {
+                    cx.err(
+                        format!("{path}.waf"),
+                        format!("{other:?}: give \"inherit\", \"off\" or \"detect\""),
+                    );
+                    None
+                }
+            },
+            exclude: r.waf_exclude.clone(),
+        };
+        if (r.waf.is_some() || !r.waf_exclude.is_empty()) && cfg.waf.is_none() {
+            cx.err(
+                format!("{path}.waf"),
+                "the route sets waf options but there is no [waf] section",
+            );
+        }
         let route_auth = (!policies.is_empty()).then(|| RouteAuth {
             policies,
             allow_groups: r.allow_groups.clone(),
@@ -1109,6 +1140,7 @@ pub fn compile_with(
                 rate_limits: route_limits,
                 duration: METRICS.duration.with_label_values(&[r.name.as_str()]),
                 cache: route_cache,
+                waf: route_waf,
             }));
         }
     }
@@ -1163,6 +1195,7 @@ pub fn compile_with(
             trusted_proxies,
             cluster,
             cluster_counters,
+            waf,
             rate_policies: rate_policies
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
@@ -1186,6 +1219,164 @@ pub fn compile_with(
             drain_idle: server.drain_idle_connections,
         },
     })
+}
+
+/// Compiles `[waf]`: rule files (globs), IP lists, modes. Rule-file
+/// problems are reported on `waf.rules` with the rule file, line and id.
+fn compile_waf(
+    cx: &mut Ctx,
+    w: &crate::config::WafSection,
+    base_dir: &Path,
+) -> Option<Arc<crate::waf::Waf>> {
+    use crate::waf::{BodyOverflow, Mode};
+    let before = cx.problems.len();
+    let mode = match w.mode.as_str() {
+        "block" => Mode::Block,
+        "detect" => Mode::Detect,
+        "off" => Mode::Off,
+        other => {
+            cx.err(
+                "waf.mode",
+                format!("{other:?}: give \"block\", \"detect\" or \"off\""),
+            );
+            Mode::Off
+        }
+    };
+    if !(1..=4).contains(&w.paranoia) {
+        cx.err("waf.paranoia", "must be 1 to 4");
+    }
+    if w.anomaly_threshold == 0 {
+        cx.err("waf.anomaly_threshold", "must be at least 1");
+    }
+    let max_body = usize::try_from(w.max_body.as_u64()).unwrap_or(usize::MAX);
+    if max_body > 64 * 1024 {
+        cx.err(
+            "waf.max_body",
+            "at most 64KiB: bodies are inspected before they are forwarded, through Pingora's 64 KiB retry buffer",
+        );
+    }
+    let body_overflow = match w.body_overflow.as_str() {
+        "block" => BodyOverflow::Block,
+        "pass" => BodyOverflow::Pass,
+        other => {
+            cx.err(
+                "waf.body_overflow",
+                format!("{other:?}: give \"block\" (413) or \"pass\" (forward uninspected)"),
+            );
+            BodyOverflow::Block
+        }
+    };
+    let mut deny = prefix_trie::joint::JointPrefixSet::new();
+    let mut allow = prefix_trie::joint::JointPrefixSet::new();
+    for (i, ip) in w.deny_ips.iter().enumerate() {
+        match crate::waf::engine::parse_net(ip) {
+            Some(n) => {
+                deny.insert(n);
+            }
+            None => cx.err(
+                format!("waf.deny_ips[{i}]"),
+                format!("{ip:?} is not an address or CIDR"),
+            ),
+        }
+    }
+    for (i, ip) in w.allow_ips.iter().enumerate() {
+        match crate::waf::engine::parse_net(ip) {
+            Some(n) => {
+                allow.insert(n);
+            }
+            None => cx.err(
+                format!("waf.allow_ips[{i}]"),
+                format!("{ip:?} is not an address or CIDR"),
+            ),
+        }
+    }
+    for (i, f) in w.deny_ip_files.iter().enumerate() {
+        let path = resolve_path(base_dir, f);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                for (n, line) in text.lines().enumerate() {
+                    let entry = line.split('#').next().unwrap_or("").trim();
+                    if entry.is_empty() {
+                        continue;
+                    }
+                    match crate::waf::engine::parse_net(entry) {
+                        Some(net) => {
+                            deny.insert(net);
+                        }
+                        None => cx.err(
+                            format!("waf.deny_ip_files[{i}]"),
+                            format!(
+                                "{}:{}: {entry:?} is not an address or CIDR",
+                                path.display(),
+                                n + 1
+                            ),
+                        ),
+                    }
+                }
+            }
+            Err(e) => cx.err(
+                format!("waf.deny_ip_files[{i}]"),
+                format!("cannot read {}: {e}", path.display()),
+            ),
+        }
+    }
+    let mut rules = Vec::new();
+    for (i, pattern) in w.rules.iter().enumerate() {
+        let full = resolve_path(base_dir, pattern);
+        let full = full.to_string_lossy();
+        let paths: Vec<PathBuf> = match glob::glob(&full) {
+            Ok(p) => p.filter_map(|r| r.ok()).collect(),
+            Err(e) => {
+                cx.err(format!("waf.rules[{i}]"), format!("{pattern:?} is not a glob: {e}"));
+                continue;
+            }
+        };
+        if paths.is_empty() {
+            cx.err(
+                format!("waf.rules[{i}]"),
+                format!("{pattern:?} matches no file (looked for {full})"),
+            );
+        }
+        for p in paths {
+            match std::fs::read_to_string(&p) {
+                Ok(text) => match crate::waf::rules::parse_file(&p, &text) {
+                    Ok(mut r) => rules.append(&mut r),
+                    Err(problems) => {
+                        for msg in problems {
+                            cx.err(format!("waf.rules[{i}]"), msg);
+                        }
+                    }
+                },
+                Err(e) => cx.err(
+                    format!("waf.rules[{i}]"),
+                    format!("cannot read {}: {e}", p.display()),
+                ),
+            }
+        }
+    }
+    let engine = match crate::waf::Engine::compile(&rules, w.paranoia) {
+        Ok(e) => Some(e),
+        Err(problems) => {
+            for msg in problems {
+                cx.err("waf.rules", msg);
+            }
+            None
+        }
+    };
+    if cx.problems.len() > before {
+        return None;
+    }
+    Some(Arc::new(crate::waf::Waf {
+        mode,
+        paranoia: w.paranoia,
+        anomaly_threshold: w.anomaly_threshold,
+        max_body,
+        body_overflow,
+        deny,
+        allow,
+        inspector: Arc::new(engine?),
+        audit_log: AccessLogTarget::parse(&w.audit_log, base_dir),
+    }))
 }
 
 /// Checks a `limit` per `per` pair; true when it is usable.

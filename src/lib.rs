@@ -25,3 +25,4 @@ pub mod server;
 pub mod tls;
 pub mod transform;
 pub mod upstream;
+pub mod waf;

@@ -14,7 +14,7 @@ use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{LazyLock, OnceLock};
 
 use prometheus::{
@@ -39,6 +39,8 @@ pub struct Metrics {
     pub cache_items: prometheus::IntGauge,
     pub cache_budget: prometheus::IntGauge,
     pub cache_evictions: IntCounter,
+    pub waf_requests: IntCounterVec,
+    pub waf_rule_hits: IntCounterVec,
 }
 
 // Registration only fails on a duplicate name, which would be a programming
@@ -124,6 +126,18 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Responses evicted (or refused admission) to keep the store within its budget"
     )
     .expect("register frontdesk_cache_evictions_total"),
+    waf_requests: register_int_counter_vec!(
+        "frontdesk_waf_requests_total",
+        "Requests screened by the WAF, by route and verdict (pass, blocked, detected, denied_ip, allowed_ip, body_too_large)",
+        &["route", "verdict"]
+    )
+    .expect("register frontdesk_waf_requests_total"),
+    waf_rule_hits: register_int_counter_vec!(
+        "frontdesk_waf_rule_hits_total",
+        "WAF rules that fired, by rule id (in block and detect mode)",
+        &["rule"]
+    )
+    .expect("register frontdesk_waf_rule_hits_total"),
 }
 });
 
@@ -201,35 +215,56 @@ struct Writer {
     tx: SyncSender<Vec<u8>>,
 }
 
-static WRITER: OnceLock<Option<Writer>> = OnceLock::new();
+/// A JSON-lines log written by its own thread (the access log, the WAF
+/// audit log). The target is fixed by the first line written.
+pub struct LineLog {
+    name: &'static str,
+    writer: OnceLock<Option<Writer>>,
+}
+
+impl LineLog {
+    pub const fn new(name: &'static str) -> LineLog {
+        LineLog {
+            name,
+            writer: OnceLock::new(),
+        }
+    }
+
+    /// Queues one line; never blocks. Returns false when it was dropped.
+    pub fn write<T: Serialize>(&self, target: &AccessLogTarget, entry: &T) -> bool {
+        let writer = self.writer.get_or_init(|| start_writer(self.name, target));
+        let Some(writer) = writer else { return true };
+        let mut line = Vec::with_capacity(256);
+        if serde_json::to_writer(&mut line, entry).is_err() {
+            return true;
+        }
+        line.push(b'\n');
+        writer.tx.try_send(line).is_ok()
+    }
+}
+
+static ACCESS_LOG: LineLog = LineLog::new("access log");
+
+/// The WAF's audit log (`[waf] audit_log`).
+pub static AUDIT_LOG: LineLog = LineLog::new("WAF audit log");
 
 /// Sends one line to the access log (callers skip this when it is off).
 /// Never blocks.
 pub fn write_access_log(target: &AccessLogTarget, entry: &AccessLogEntry<'_>) {
-    let writer = WRITER.get_or_init(|| start_writer(target));
-    let Some(writer) = writer else { return };
-    let mut line = Vec::with_capacity(256);
-    if serde_json::to_writer(&mut line, entry).is_err() {
-        return;
-    }
-    line.push(b'\n');
-    match writer.tx.try_send(line) {
-        Ok(()) => {}
-        Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-            METRICS.access_log_dropped.inc();
-        }
+    if !ACCESS_LOG.write(target, entry) {
+        METRICS.access_log_dropped.inc();
     }
 }
 
-fn start_writer(target: &AccessLogTarget) -> Option<Writer> {
-    let sink: Box<dyn Write + Send> = match target {
+fn start_writer(name: &'static str, target: &AccessLogTarget) -> Option<Writer> {
+    let sink = match target {
         AccessLogTarget::Off => return None,
-        AccessLogTarget::Stdout => Box::new(std::io::stdout()),
+        AccessLogTarget::Stdout => Sink::Stdout,
         AccessLogTarget::File(path) => {
             match OpenOptions::new().create(true).append(true).open(path) {
-                Ok(f) => Box::new(f),
+                Ok(f) => Sink::File(BufWriter::with_capacity(64 * 1024, f)),
                 Err(e) => {
-                    log::error!("access log {}: {e}; access logging is off", path.display());
+                    log::error!("{name} {}: {e}; it is off", path.display());
                     return None;
                 }
             }
@@ -237,27 +272,45 @@ fn start_writer(target: &AccessLogTarget) -> Option<Writer> {
     };
     let (tx, rx) = sync_channel(ACCESS_LOG_QUEUE);
     let spawned = std::thread::Builder::new()
-        .name("access-log".into())
+        .name(name.replace(' ', "-"))
         .spawn(move || drain_lines(rx, sink));
     match spawned {
         Ok(_) => Some(Writer { tx }),
         Err(e) => {
-            log::error!("cannot start the access log writer: {e}");
+            log::error!("cannot start the {name} writer: {e}");
             None
         }
     }
 }
 
+/// Where a log's lines go. Stdout is shared by every log: each batch is
+/// written under its lock, so lines of two logs never interleave.
+enum Sink {
+    Stdout,
+    File(BufWriter<std::fs::File>),
+}
+
 /// Writes lines as they come, flushing whenever the queue runs dry so a line
 /// is never held back waiting for the next request.
-fn drain_lines(rx: Receiver<Vec<u8>>, sink: Box<dyn Write + Send>) {
-    let mut out = BufWriter::with_capacity(64 * 1024, sink);
+fn drain_lines(rx: Receiver<Vec<u8>>, mut sink: Sink) {
     while let Ok(line) = rx.recv() {
-        let _ = out.write_all(&line);
-        while let Ok(more) = rx.try_recv() {
-            let _ = out.write_all(&more);
+        match &mut sink {
+            Sink::Stdout => {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(&line);
+                while let Ok(more) = rx.try_recv() {
+                    let _ = out.write_all(&more);
+                }
+                let _ = out.flush();
+            }
+            Sink::File(out) => {
+                let _ = out.write_all(&line);
+                while let Ok(more) = rx.try_recv() {
+                    let _ = out.write_all(&more);
+                }
+                let _ = out.flush();
+            }
         }
-        let _ = out.flush();
     }
 }
 

@@ -46,6 +46,7 @@ use crate::ratelimit::{self, Admission, LimitInput, Refusal};
 use crate::router::{normalize_host, normalize_path, RouteMatch};
 use crate::transform::{CorsVerdict, HeaderSink, PreflightVerdict};
 use crate::upstream::HashOn;
+use crate::waf::{AuditEntry, BodyOverflow, IpVerdict, Mode as WafMode, RequestView, Waf};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -108,6 +109,8 @@ pub struct RequestCtx {
     cache_path: Option<String>,
     /// Where the response came from (`X-Cache-Status`), on routes with a cache.
     cache_status: Option<&'static str>,
+    /// The client is on `[waf] allow_ips`: no WAF for this request.
+    waf_allowed: bool,
 }
 
 impl Default for RequestCtx {
@@ -145,6 +148,7 @@ impl RequestCtx {
             body_bytes: 0,
             cache_path: None,
             cache_status: None,
+            waf_allowed: false,
         }
     }
 
@@ -568,6 +572,198 @@ pub fn admit(gw: &Gateway, req: &RequestHeader, ctx: &mut RequestCtx) -> Option<
     None
 }
 
+/// `[waf]` address lists, before routing.
+fn screen_ip(waf: &Waf, session: &Session, ctx: &mut RequestCtx) -> Option<Reply> {
+    if waf.mode == WafMode::Off {
+        return None;
+    }
+    match waf.screen_ip(ctx.client_ip) {
+        IpVerdict::Inspect => None,
+        IpVerdict::Allowed => {
+            ctx.waf_allowed = true;
+            METRICS
+                .waf_requests
+                .with_label_values(&["-", "allowed_ip"])
+                .inc();
+            None
+        }
+        IpVerdict::Denied => {
+            METRICS
+                .waf_requests
+                .with_label_values(&["-", "denied_ip"])
+                .inc();
+            if ctx.request_id.is_empty() {
+                ctx.request_id = new_request_id();
+            }
+            let req = session.req_header();
+            audit(waf, ctx, req, None, "denied_ip", &[], 0);
+            Some(Reply::error(
+                403,
+                "request blocked: the client address is on the deny list".into(),
+            ))
+        }
+    }
+}
+
+/// Reads the request body for inspection (up to `max_body`), keeping it in
+/// Pingora's retry buffer so that it is forwarded intact afterwards.
+/// `Ok(None)`: no body, or a declared one too large that is passed
+/// uninspected. `Err(reply)`: a 413.
+async fn read_body_for_waf(
+    waf: &Waf,
+    session: &mut Session,
+) -> Result<Result<Option<Vec<u8>>, Reply>> {
+    if session.as_downstream_mut().is_body_empty() {
+        return Ok(Ok(None));
+    }
+    let declared = session
+        .req_header()
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let too_large = || {
+        Reply::error(
+            413,
+            format!(
+                "request body exceeds what the WAF inspects ([waf] max_body = {} bytes); send a smaller body, or set body_overflow = \"pass\" or waf = \"off\" on the route",
+                waf.max_body
+            ),
+        )
+    };
+    if declared.is_some_and(|n| n > waf.max_body) {
+        return Ok(match waf.body_overflow {
+            BodyOverflow::Block => Err(too_large()),
+            // Never read: it streams to the backend as usual.
+            BodyOverflow::Pass => Ok(None),
+        });
+    }
+    session.as_downstream_mut().enable_retry_buffering();
+    let mut body = Vec::with_capacity(declared.unwrap_or(1024).min(waf.max_body));
+    while let Some(chunk) = session.as_downstream_mut().read_request_body().await? {
+        body.extend_from_slice(&chunk);
+        // Only a body of undeclared length gets here: once it is over the
+        // limit it cannot be forwarded intact (part of it is read), so it
+        // is refused whatever body_overflow says.
+        if body.len() > waf.max_body {
+            return Ok(Err(too_large()));
+        }
+    }
+    if session.as_downstream().retry_buffer_truncated() {
+        // Never a truncated body to the backend.
+        return Ok(Err(too_large()));
+    }
+    Ok(Ok(Some(body)))
+}
+
+/// `[waf]` signatures on the routed request (and its body).
+async fn inspect(waf: &Waf, session: &mut Session, ctx: &mut RequestCtx) -> Result<Option<Reply>> {
+    let Some(route) = ctx.route.clone() else {
+        return Ok(None);
+    };
+    let mode = waf.mode_for(&route.waf);
+    if mode == WafMode::Off {
+        return Ok(None);
+    }
+    let body = if waf.inspector.reads_body() {
+        match read_body_for_waf(waf, session).await? {
+            Ok(b) => b,
+            Err(reply) => {
+                METRICS
+                    .waf_requests
+                    .with_label_values(&[route.name.as_str(), "body_too_large"])
+                    .inc();
+                return Ok(Some(reply));
+            }
+        }
+    } else {
+        None
+    };
+    let req = session.req_header();
+    let raw_path = req.uri.path();
+    let path = normalize_path(raw_path).unwrap_or(std::borrow::Cow::Borrowed(raw_path));
+    let uri = req
+        .uri
+        .path_and_query()
+        .map_or(raw_path.as_bytes(), |pq| pq.as_str().as_bytes());
+    let mut view = RequestView::new(req.method.as_str(), &path, uri, &req.headers, ctx.client_ip);
+    if let Some(b) = body {
+        let ct = req.headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes());
+        view.set_body(ct, b);
+    }
+    let verdict = waf.inspect(&view, &route.waf, mode);
+    for h in &verdict.hits {
+        METRICS
+            .waf_rule_hits
+            .with_label_values(&[h.id.to_string().as_str()])
+            .inc();
+    }
+    let word = if verdict.block {
+        "blocked"
+    } else if verdict.score >= waf.anomaly_threshold {
+        "detected"
+    } else {
+        "pass"
+    };
+    METRICS
+        .waf_requests
+        .with_label_values(&[route.name.as_str(), word])
+        .inc();
+    if word == "pass" {
+        return Ok(None);
+    }
+    audit(
+        waf,
+        ctx,
+        session.req_header(),
+        Some(route.name.as_str()),
+        word,
+        &verdict.hits,
+        verdict.score,
+    );
+    if !verdict.block {
+        return Ok(None);
+    }
+    let ids: Vec<String> = verdict.hits.iter().map(|h| h.id.to_string()).collect();
+    Ok(Some(Reply::error(
+        403,
+        format!(
+            "request blocked by the WAF (rules {}; anomaly score {} >= {})",
+            ids.join(", "),
+            verdict.score,
+            waf.anomaly_threshold
+        ),
+    )))
+}
+
+fn audit(
+    waf: &Waf,
+    ctx: &RequestCtx,
+    req: &RequestHeader,
+    route: Option<&str>,
+    action: &str,
+    hits: &[crate::waf::Hit],
+    score: u32,
+) {
+    if waf.audit_log == observe::AccessLogTarget::Off {
+        return;
+    }
+    let entry = AuditEntry {
+        time: observe::now_rfc3339(),
+        request_id: &ctx.request_id,
+        client: ctx.client_ip,
+        method: req.method.as_str(),
+        host: &ctx.host,
+        path: req.uri.path(),
+        route,
+        action,
+        score,
+        threshold: waf.anomaly_threshold,
+        rules: crate::waf::audit_rules(hits),
+    };
+    observe::AUDIT_LOG.write(&waf.audit_log, &entry);
+}
+
 /// Runs the route's auth policies; fills `ctx.consumer` or returns the
 /// 401/403 reply.
 async fn authenticate(session: &Session, ctx: &mut RequestCtx) -> Option<Reply> {
@@ -735,10 +931,22 @@ impl ProxyHttp for Frontdesk {
             }),
             _ => None,
         };
+        if verdict.is_none() && !subrequest {
+            if let Some(waf) = &gw.waf {
+                verdict = screen_ip(waf, session, ctx);
+            }
+        }
         if verdict.is_none() {
             verdict = admit(&gw, session.req_header(), ctx);
         }
-        ctx.gateway = Some(gw);
+        ctx.gateway = Some(gw.clone());
+        // Signatures before identity: a hostile request never costs a
+        // token check, and the route may turn the WAF off or narrow it.
+        if verdict.is_none() && !subrequest && !ctx.waf_allowed {
+            if let Some(waf) = &gw.waf {
+                verdict = inspect(waf, session, ctx).await?;
+            }
+        }
         if verdict.is_none() {
             verdict = authenticate(session, ctx).await;
         }

@@ -1,0 +1,790 @@
+//! The native signature engine: rules compiled once per config load, run
+//! against a [`RequestView`].
+//!
+//! Rules that read the same targets through the same transform chain form
+//! a group; per request each group computes its values once, transforms
+//! each value once, and runs all of the group's regexes in one pass (a
+//! `RegexSet`; phrase lists are Aho-Corasick automata). Regexes use Rust's
+//! `regex` crate: finite automata, linear in the input, no backtracking —
+//! a pattern that needs backreferences or look-around is refused when the
+//! rules load, and every pattern's compiled size is capped. Rules above the
+//! configured paranoia level are not compiled at all.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use aho_corasick::AhoCorasick;
+use prefix_trie::joint::JointPrefixSet;
+use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+
+use super::request::RequestView;
+use super::rules::{severity_score, LocatedRule};
+use super::transform::{apply_all, Transform};
+
+/// Where a rule looks.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    Method,
+    Path,
+    Uri,
+    Query,
+    Args,
+    ArgsNames,
+    QueryArgs,
+    BodyArgs,
+    Headers,
+    HeaderNames,
+    Header(String),
+    Cookies,
+    CookieNames,
+    Body,
+    Files,
+    ClientIp,
+    /// How many Content-Length fields the request has (as text).
+    ContentLengthFields,
+    TransferEncoding,
+    /// `1` when the body does not parse as its Content-Type says.
+    BodyError,
+}
+
+impl Target {
+    pub fn parse(s: &str) -> Option<Target> {
+        if let Some(h) = s.strip_prefix("header:") {
+            return (!h.is_empty()).then(|| Target::Header(h.to_ascii_lowercase()));
+        }
+        Some(match s {
+            "method" => Target::Method,
+            "path" => Target::Path,
+            "uri" => Target::Uri,
+            "query" => Target::Query,
+            "args" => Target::Args,
+            "args_names" => Target::ArgsNames,
+            "query_args" => Target::QueryArgs,
+            "body_args" => Target::BodyArgs,
+            "headers" => Target::Headers,
+            "header_names" => Target::HeaderNames,
+            "user_agent" => Target::Header("user-agent".into()),
+            "cookies" => Target::Cookies,
+            "cookie_names" => Target::CookieNames,
+            "body" => Target::Body,
+            "files" => Target::Files,
+            "client_ip" => Target::ClientIp,
+            "content_length_fields" => Target::ContentLengthFields,
+            "transfer_encoding" => Target::TransferEncoding,
+            "body_error" => Target::BodyError,
+            _ => return None,
+        })
+    }
+
+    pub const NAMES: &'static str = "method, path, uri, query, args, args_names, query_args, body_args, headers, header_names, header:NAME, user_agent, cookies, cookie_names, body, files, client_ip, content_length_fields, transfer_encoding, body_error";
+
+    /// Whether the target reads the body (such rules need it read first).
+    pub fn reads_body(&self) -> bool {
+        matches!(
+            self,
+            Target::Args
+                | Target::ArgsNames
+                | Target::BodyArgs
+                | Target::Body
+                | Target::Files
+                | Target::BodyError
+        )
+    }
+
+    /// Calls `f(name, value)` for each value of the target in `req`.
+    fn each<'a>(&self, req: &'a RequestView, f: &mut dyn FnMut(Cow<'a, str>, Cow<'a, [u8]>)) {
+        let b = |v: &'a [u8]| Cow::Borrowed(v);
+        match self {
+            Target::Method => f("method".into(), b(req.method.as_bytes())),
+            Target::Path => f("path".into(), b(req.path.as_bytes())),
+            Target::Uri => f("uri".into(), b(&req.uri)),
+            Target::Query => {
+                if !req.query.is_empty() {
+                    f("query".into(), b(&req.query))
+                }
+            }
+            Target::Args => {
+                for (k, v) in req.args() {
+                    f(format!("args:{k}").into(), b(v));
+                }
+            }
+            Target::ArgsNames => {
+                for (k, _) in req.args() {
+                    f("args_names".into(), b(k.as_bytes()));
+                }
+            }
+            Target::QueryArgs => {
+                for (k, v) in &req.query_args {
+                    f(format!("args:{k}").into(), b(v));
+                }
+            }
+            Target::BodyArgs => {
+                for (k, v) in &req.body_args {
+                    f(format!("args:{k}").into(), b(v));
+                }
+            }
+            Target::Headers => {
+                for (k, v) in &req.headers {
+                    f(format!("header:{k}").into(), b(v));
+                }
+            }
+            Target::HeaderNames => {
+                for (k, _) in &req.headers {
+                    f("header_names".into(), b(k.as_bytes()));
+                }
+            }
+            Target::Header(name) => {
+                for (k, v) in &req.headers {
+                    if k == name {
+                        f(format!("header:{k}").into(), b(v));
+                    }
+                }
+            }
+            Target::Cookies => {
+                for (k, v) in &req.cookies {
+                    f(format!("cookie:{k}").into(), b(v));
+                }
+            }
+            Target::CookieNames => {
+                for (k, _) in &req.cookies {
+                    f("cookie_names".into(), b(k.as_bytes()));
+                }
+            }
+            Target::Body => {
+                if !req.body.is_empty() {
+                    f("body".into(), b(&req.body));
+                }
+            }
+            Target::Files => {
+                for (k, v) in &req.files {
+                    f(format!("files:{k}").into(), b(v));
+                }
+            }
+            Target::ClientIp => {
+                if let Some(ip) = req.client_ip {
+                    f("client_ip".into(), Cow::Owned(ip.to_string().into_bytes()));
+                }
+            }
+            Target::ContentLengthFields => f(
+                "content_length_fields".into(),
+                Cow::Owned(req.content_length_fields.to_string().into_bytes()),
+            ),
+            Target::TransferEncoding => {
+                if let Some(te) = &req.transfer_encoding {
+                    f("transfer_encoding".into(), b(te));
+                }
+            }
+            Target::BodyError => {
+                if req.body_malformed {
+                    f("body_error".into(), b(b"1"));
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Op {
+    /// Index into the group's RegexSet (and the regex itself, for negation).
+    Regex(usize, Box<Regex>),
+    Phrases(Box<AhoCorasick>),
+    Contains(Vec<u8>),
+    StartsWith(Vec<u8>),
+    EndsWith(Vec<u8>),
+    Equals(Vec<u8>),
+    Num(NumCmp, f64),
+    IpMatch(Box<JointPrefixSet<ipnet::IpNet>>),
+    DetectSqli,
+    DetectXss,
+    /// Matches a malformed `%` escape.
+    InvalidUrlEncoding,
+    InvalidUtf8,
+    /// Matches a byte outside the allowed set.
+    ByteRange(Box<[bool; 256]>),
+    /// Matches when the target has no value at all.
+    Absent,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum NumCmp {
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    Eq,
+}
+
+/// A compiled rule.
+#[derive(Debug)]
+pub struct Rule {
+    pub id: u32,
+    pub msg: String,
+    pub score: u32,
+    pub paranoia: u8,
+    pub tags: Vec<String>,
+    op: Op,
+    negate: bool,
+}
+
+/// Rules that share targets and transforms.
+#[derive(Debug)]
+struct Group {
+    targets: Vec<Target>,
+    transforms: Vec<Transform>,
+    rules: Vec<Rule>,
+    /// The positive regex rules' patterns, in one set.
+    set: Option<RegexSet>,
+    /// Rule index for each pattern in `set`.
+    set_rules: Vec<usize>,
+}
+
+/// One rule that fired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub id: u32,
+    pub msg: String,
+    pub score: u32,
+    pub target: String,
+    /// The (transformed) value that matched, truncated; empty for `absent`.
+    pub value: String,
+}
+
+/// The compiled rule set.
+#[derive(Debug, Default)]
+pub struct Engine {
+    groups: Vec<Group>,
+    rule_count: usize,
+    reads_body: bool,
+}
+
+/// Limits on a compiled pattern, so a rule file cannot make the gateway
+/// build huge automata.
+const REGEX_SIZE_LIMIT: usize = 8 << 20;
+const HIT_VALUE_MAX: usize = 80;
+
+fn truncated(v: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&v[..v.len().min(HIT_VALUE_MAX)]);
+    if v.len() > HIT_VALUE_MAX {
+        format!("{s}...")
+    } else {
+        s.into_owned()
+    }
+}
+
+fn compile_regex(pattern: &str) -> Result<Regex, String> {
+    RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| match e {
+            regex::Error::Syntax(s) if s.contains("look-around") || s.contains("backreference") => {
+                format!("{s}\n(look-around and backreferences are not supported: the engine is linear-time by construction)")
+            }
+            other => other.to_string(),
+        })
+}
+
+impl Engine {
+    /// Compiles the rules at or below `paranoia`. Problems are
+    /// `file:line: rule ID: message`.
+    pub fn compile(rules: &[LocatedRule], paranoia: u8) -> Result<Engine, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut seen = BTreeMap::new();
+        let mut groups: BTreeMap<(Vec<Target>, Vec<Transform>), Vec<(Rule, Option<String>)>> =
+            BTreeMap::new();
+        for r in rules {
+            let s = &r.spec;
+            let at = format!("{}:{}: rule {}", r.file, r.line, s.id);
+            let before = problems.len();
+            if let Some(first) = seen.insert(s.id, at.clone()) {
+                problems.push(format!("{at}: id {} is also used at {first}", s.id));
+            }
+            let score = severity_score(&s.severity).unwrap_or_else(|| {
+                problems.push(format!(
+                    "{at}: severity {:?} is not one of critical, error, warning, notice",
+                    s.severity
+                ));
+                0
+            });
+            if !(1..=4).contains(&s.paranoia) {
+                problems.push(format!("{at}: paranoia must be 1 to 4"));
+            }
+            let mut targets = Vec::new();
+            if s.targets.is_empty() {
+                problems.push(format!("{at}: a rule needs targets"));
+            }
+            for t in &s.targets {
+                match Target::parse(t) {
+                    Some(t) => targets.push(t),
+                    None => problems.push(format!(
+                        "{at}: unknown target {t:?} (targets: {})",
+                        Target::NAMES
+                    )),
+                }
+            }
+            targets.sort();
+            targets.dedup();
+            let mut transforms = Vec::new();
+            for t in &s.transforms {
+                match Transform::parse(t) {
+                    Some(t) => transforms.push(t),
+                    None => problems.push(format!(
+                        "{at}: unknown transform {t:?} (transforms: {})",
+                        Transform::NAMES
+                    )),
+                }
+            }
+            let value = || s.value.clone().unwrap_or_default();
+            let need_value = |problems: &mut Vec<String>| {
+                if s.value.is_none() {
+                    problems.push(format!("{at}: operator {:?} needs value = \"...\"", s.operator));
+                }
+            };
+            let mut pattern = None;
+            let op = match s.operator.as_str() {
+                "regex" => {
+                    need_value(&mut problems);
+                    match compile_regex(&value()) {
+                        Ok(re) => {
+                            pattern = Some(value());
+                            Some(Op::Regex(0, Box::new(re)))
+                        }
+                        Err(e) => {
+                            problems.push(format!("{at}: invalid regex: {e}"));
+                            None
+                        }
+                    }
+                }
+                "phrases" => match &s.values {
+                    Some(list) if !list.is_empty() => {
+                        match AhoCorasick::builder().ascii_case_insensitive(true).build(list) {
+                            Ok(ac) => Some(Op::Phrases(Box::new(ac))),
+                            Err(e) => {
+                                problems.push(format!("{at}: phrases: {e}"));
+                                None
+                            }
+                        }
+                    }
+                    _ => {
+                        problems.push(format!("{at}: operator \"phrases\" needs values = [\"...\"]"));
+                        None
+                    }
+                },
+                "contains" | "starts_with" | "ends_with" | "equals" => {
+                    need_value(&mut problems);
+                    let v = value().into_bytes();
+                    Some(match s.operator.as_str() {
+                        "contains" => Op::Contains(v),
+                        "starts_with" => Op::StartsWith(v),
+                        "ends_with" => Op::EndsWith(v),
+                        _ => Op::Equals(v),
+                    })
+                }
+                "gt" | "ge" | "lt" | "le" | "eq" => match value().trim().parse::<f64>() {
+                    Ok(n) => Some(Op::Num(
+                        match s.operator.as_str() {
+                            "gt" => NumCmp::Gt,
+                            "ge" => NumCmp::Ge,
+                            "lt" => NumCmp::Lt,
+                            "le" => NumCmp::Le,
+                            _ => NumCmp::Eq,
+                        },
+                        n,
+                    )),
+                    Err(_) => {
+                        problems.push(format!("{at}: operator {:?} needs a number in value", s.operator));
+                        None
+                    }
+                },
+                "ip_match" => {
+                    let mut set = JointPrefixSet::new();
+                    for v in s.values.iter().flatten() {
+                        match parse_net(v) {
+                            Some(n) => {
+                                set.insert(n);
+                            }
+                            None => problems.push(format!("{at}: {v:?} is not an address or CIDR")),
+                        }
+                    }
+                    Some(Op::IpMatch(Box::new(set)))
+                }
+                "detect_sqli" => Some(Op::DetectSqli),
+                "detect_xss" => Some(Op::DetectXss),
+                "validate_url_encoding" => Some(Op::InvalidUrlEncoding),
+                "validate_utf8" => Some(Op::InvalidUtf8),
+                "byte_range" => match parse_byte_range(&value()) {
+                    Some(allowed) => Some(Op::ByteRange(Box::new(allowed))),
+                    None => {
+                        problems.push(format!("{at}: byte_range value must be like \"1-255\" or \"9,10,13,32-126\""));
+                        None
+                    }
+                },
+                "absent" => Some(Op::Absent),
+                other => {
+                    problems.push(format!(
+                        "{at}: unknown operator {other:?} (operators: regex, phrases, contains, starts_with, ends_with, equals, gt, ge, lt, le, eq, ip_match, detect_sqli, detect_xss, validate_url_encoding, validate_utf8, byte_range, absent)"
+                    ));
+                    None
+                }
+            };
+            if problems.len() > before || s.paranoia > paranoia {
+                continue;
+            }
+            let Some(op) = op else { continue };
+            let rule = Rule {
+                id: s.id,
+                msg: s.msg.clone(),
+                score,
+                paranoia: s.paranoia,
+                tags: s.tags.clone(),
+                op,
+                negate: s.negate,
+            };
+            groups
+                .entry((targets, transforms))
+                .or_default()
+                .push((rule, pattern.filter(|_| !s.negate)));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut engine = Engine::default();
+        for ((targets, transforms), rules) in groups {
+            let mut patterns = Vec::new();
+            let mut set_rules = Vec::new();
+            let mut compiled = Vec::new();
+            for (i, (mut rule, pattern)) in rules.into_iter().enumerate() {
+                if let (Some(p), Op::Regex(idx, _)) = (pattern, &mut rule.op) {
+                    *idx = patterns.len();
+                    patterns.push(p);
+                    set_rules.push(i);
+                }
+                compiled.push(rule);
+            }
+            let set = if patterns.is_empty() {
+                None
+            } else {
+                match RegexSetBuilder::new(&patterns)
+                    .size_limit(REGEX_SIZE_LIMIT * 4)
+                    .build()
+                {
+                    Ok(s) => Some(s),
+                    Err(e) => return Err(vec![format!("rule set does not compile as one set: {e}")]),
+                }
+            };
+            engine.rule_count += compiled.len();
+            engine.reads_body |= targets.iter().any(Target::reads_body);
+            engine.groups.push(Group {
+                targets,
+                transforms,
+                rules: compiled,
+                set,
+                set_rules,
+            });
+        }
+        Ok(engine)
+    }
+
+    /// Whether any rule looks at the body (else bodies are not read).
+    pub fn reads_body(&self) -> bool {
+        self.reads_body
+    }
+
+    /// Rules compiled (at or below the paranoia level).
+    pub fn rule_count(&self) -> usize {
+        self.rule_count
+    }
+
+    /// Runs every rule not in `excluded` against `req`; one hit per rule.
+    pub fn run(&self, req: &RequestView, excluded: &[u32]) -> Vec<Hit> {
+        let mut hits: Vec<Hit> = Vec::new();
+        let fired = |hits: &Vec<Hit>, id: u32| hits.iter().any(|h| h.id == id);
+        for g in &self.groups {
+            let mut any_value = false;
+            for t in &g.targets {
+                t.each(req, &mut |name, raw| {
+                    any_value = true;
+                    let v = apply_all(&g.transforms, &raw);
+                    if let Some(set) = &g.set {
+                        for m in set.matches(&v).iter() {
+                            let rule = &g.rules[g.set_rules[m]];
+                            if !excluded.contains(&rule.id) && !fired(&hits, rule.id) {
+                                hits.push(hit(rule, &name, &v));
+                            }
+                        }
+                    }
+                    for rule in &g.rules {
+                        if excluded.contains(&rule.id) || fired(&hits, rule.id) {
+                            continue;
+                        }
+                        let matched = match &rule.op {
+                            Op::Regex(_, re) if rule.negate => Some(!re.is_match(&v)),
+                            Op::Regex(..) => None,
+                            // `absent` negated is "present".
+                            Op::Absent => Some(rule.negate),
+                            other => Some(eval(other, &v) != rule.negate),
+                        };
+                        if matched == Some(true) {
+                            hits.push(hit(rule, &name, &v));
+                        }
+                    }
+                });
+            }
+            if !any_value {
+                // No value at all: only `absent` can match (an operator,
+                // negated or not, has nothing to look at).
+                for rule in &g.rules {
+                    if matches!(rule.op, Op::Absent)
+                        && !rule.negate
+                        && !excluded.contains(&rule.id)
+                        && !fired(&hits, rule.id)
+                    {
+                        hits.push(Hit {
+                            id: rule.id,
+                            msg: rule.msg.clone(),
+                            score: rule.score,
+                            target: g.targets.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>().join(","),
+                            value: String::new(),
+                        });
+                    }
+                }
+            }
+        }
+        hits
+    }
+}
+
+fn hit(rule: &Rule, target: &str, v: &[u8]) -> Hit {
+    Hit {
+        id: rule.id,
+        msg: rule.msg.clone(),
+        score: rule.score,
+        target: target.to_string(),
+        value: truncated(v),
+    }
+}
+
+fn eval(op: &Op, v: &[u8]) -> bool {
+    match op {
+        Op::Regex(_, re) => re.is_match(v),
+        Op::Phrases(ac) => ac.is_match(v),
+        Op::Contains(n) => !n.is_empty() && v.windows(n.len()).any(|w| w == n.as_slice()),
+        Op::StartsWith(n) => v.starts_with(n),
+        Op::EndsWith(n) => v.ends_with(n),
+        Op::Equals(n) => v == n.as_slice(),
+        Op::Num(cmp, n) => std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .is_some_and(|x| match cmp {
+                NumCmp::Gt => x > *n,
+                NumCmp::Ge => x >= *n,
+                NumCmp::Lt => x < *n,
+                NumCmp::Le => x <= *n,
+                NumCmp::Eq => x == *n,
+            }),
+        Op::IpMatch(set) => std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.trim().parse::<IpAddr>().ok())
+            .is_some_and(|ip| set.get_lpm(&ipnet::IpNet::from(ip)).is_some()),
+        Op::DetectSqli => libinjectionrs::detect_sqli(v).is_injection(),
+        Op::DetectXss => libinjectionrs::detect_xss(v).is_injection(),
+        Op::InvalidUrlEncoding => invalid_url_encoding(v),
+        Op::InvalidUtf8 => std::str::from_utf8(v).is_err(),
+        Op::ByteRange(allowed) => v.iter().any(|b| !allowed[usize::from(*b)]),
+        Op::Absent => false,
+    }
+}
+
+fn invalid_url_encoding(v: &[u8]) -> bool {
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'%' {
+            let ok = v.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && v.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+            if !ok {
+                return true;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+fn parse_byte_range(spec: &str) -> Option<[bool; 256]> {
+    let mut allowed = [false; 256];
+    for part in spec.split(',') {
+        let part = part.trim();
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.trim().parse::<u8>().ok()?, b.trim().parse::<u8>().ok()?),
+            None => {
+                let n = part.parse::<u8>().ok()?;
+                (n, n)
+            }
+        };
+        if lo > hi {
+            return None;
+        }
+        for b in lo..=hi {
+            allowed[usize::from(b)] = true;
+        }
+    }
+    Some(allowed)
+}
+
+/// An address or CIDR.
+pub fn parse_net(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
+        .map(|n| n.trunc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::rules::parse_file;
+    use super::*;
+    use http::HeaderMap;
+    use std::path::Path;
+
+    fn engine(text: &str) -> Engine {
+        let rules = parse_file(Path::new("t.toml"), text).unwrap();
+        Engine::compile(&rules, 2).unwrap()
+    }
+
+    fn view(uri: &str) -> RequestView {
+        let path = uri.split('?').next().unwrap_or("/");
+        RequestView::new("GET", path, uri.as_bytes(), &HeaderMap::new(), None)
+    }
+
+    #[test]
+    fn groups_share_one_pass_and_report_one_hit_per_rule() {
+        let e = engine(
+            r#"
+[[rule]]
+id = 1
+msg = "a"
+targets = ["args"]
+transforms = ["url_decode", "lowercase"]
+operator = "regex"
+value = "union\\s+select"
+[[rule]]
+id = 2
+msg = "b"
+targets = ["args"]
+transforms = ["url_decode", "lowercase"]
+operator = "regex"
+value = "sleep\\("
+[[rule]]
+id = 3
+msg = "paranoid"
+paranoia = 3
+targets = ["args"]
+operator = "contains"
+value = "x"
+"#,
+        );
+        assert_eq!(e.rule_count(), 2, "paranoia 3 is not compiled at level 2");
+        let hits = e.run(&view("/p?a=1%20UNION%20SELECT%20sleep(1)&b=union+select"), &[]);
+        let ids: Vec<u32> = hits.iter().map(|h| h.id).collect();
+        assert_eq!(ids, [1, 2]);
+        assert_eq!(hits[0].target, "args:a");
+        assert!(e.run(&view("/p?a=1"), &[]).is_empty());
+        assert_eq!(e.run(&view("/p?a=union%20select"), &[1]).len(), 0, "excluded");
+    }
+
+    #[test]
+    fn operators() {
+        let e = engine(
+            r#"
+[[rule]]
+id = 10
+msg = "sqli"
+targets = ["query_args"]
+operator = "detect_sqli"
+[[rule]]
+id = 11
+msg = "xss"
+targets = ["query_args"]
+operator = "detect_xss"
+[[rule]]
+id = 12
+msg = "no host"
+targets = ["header:host"]
+operator = "absent"
+[[rule]]
+id = 13
+msg = "ua not mozilla"
+targets = ["user_agent"]
+operator = "starts_with"
+value = "Mozilla"
+negate = true
+[[rule]]
+id = 14
+msg = "bad encoding"
+targets = ["uri"]
+operator = "validate_url_encoding"
+[[rule]]
+id = 15
+msg = "ip"
+targets = ["client_ip"]
+operator = "ip_match"
+values = ["10.0.0.0/8", "2001:db8::/32"]
+"#,
+        );
+        let ids = |v: &RequestView| {
+            let mut ids: Vec<u32> = e.run(v, &[]).iter().map(|h| h.id).collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids(&view("/p?id=1'%20or%20'1'='1")), [10, 12]);
+        assert_eq!(ids(&view("/p?q=<script>alert(1)</script>")), [11, 12]);
+        assert_eq!(ids(&view("/p?q=%zz")), [12, 14]);
+        let mut h = HeaderMap::new();
+        h.insert("host", "a".parse().unwrap());
+        h.insert("user-agent", "sqlmap/1.7".parse().unwrap());
+        let v = RequestView::new("GET", "/", b"/", &h, Some("10.1.2.3".parse().unwrap()));
+        assert_eq!(ids(&v), [13, 15]);
+        let v = RequestView::new("GET", "/", b"/", &h, Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(ids(&v), [13, 15]);
+    }
+
+    #[test]
+    fn backtracking_patterns_are_refused_and_matching_is_linear() {
+        let rules = parse_file(
+            Path::new("r.toml"),
+            "[[rule]]\nid = 7\nmsg = \"m\"\ntargets = [\"args\"]\noperator = \"regex\"\nvalue = '(a)\\1'\n",
+        )
+        .unwrap();
+        let err = Engine::compile(&rules, 1).unwrap_err();
+        assert!(err[0].starts_with("r.toml:1: rule 7: invalid regex"), "{err:?}");
+        assert!(err[0].contains("backreference"), "{err:?}");
+        // The classic catastrophic pattern for backtracking engines runs
+        // as a finite automaton here: it completes on a long hostile input.
+        let e = engine(
+            "[[rule]]\nid = 8\nmsg = \"m\"\ntargets = [\"args\"]\noperator = \"regex\"\nvalue = '^(a+)+$'\n",
+        );
+        let hostile = format!("/p?x={}!", "a".repeat(50_000));
+        assert!(e.run(&view(&hostile), &[]).is_empty());
+    }
+
+    #[test]
+    fn rule_file_problems_name_file_line_and_id() {
+        let err = parse_file(
+            Path::new("bad.toml"),
+            "[[rule]]\nid = 1\nmsg = \"ok\"\ntargets = [\"args\"]\noperator = \"absent\"\n\n[[rule]]\nid = 2\nmsg = \"x\"\ntargets = [\"args\"]\noperator = \"regex\"\nvalu = \"typo\"\n",
+        )
+        .unwrap_err();
+        assert!(err[0].starts_with("bad.toml:7: rule 2: unknown field `valu`"), "{err:?}");
+        let rules = parse_file(
+            Path::new("b.toml"),
+            "[[rule]]\nid = 3\nmsg = \"x\"\ntargets = [\"argz\"]\noperator = \"nope\"\n",
+        )
+        .unwrap();
+        let err = Engine::compile(&rules, 1).unwrap_err();
+        assert!(err.iter().any(|e| e.contains("b.toml:1: rule 3: unknown target \"argz\"")));
+        assert!(err.iter().any(|e| e.contains("unknown operator \"nope\"")));
+    }
+}

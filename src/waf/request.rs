@@ -1,0 +1,327 @@
+//! What the WAF looks at: a request broken into named targets (SecLang's
+//! variables) — method, path, query, arguments and their names (from the
+//! query and from a form, JSON or multipart body), headers, cookies, the raw
+//! body, the client address. Built once per inspected request; every rule
+//! reads the same view.
+
+use std::net::IpAddr;
+
+use http::HeaderMap;
+
+/// One named value: `(target name as logged, value)`.
+pub type Field = (String, Vec<u8>);
+
+/// A request as the rules see it.
+#[derive(Debug, Default)]
+pub struct RequestView {
+    pub method: String,
+    /// The normalized path (as routed).
+    pub path: String,
+    /// Path and query as the client sent them.
+    pub uri: Vec<u8>,
+    pub query: Vec<u8>,
+    /// Query arguments, decoded: (name, value).
+    pub query_args: Vec<Field>,
+    /// Body arguments (form fields, JSON leaves, multipart fields).
+    pub body_args: Vec<Field>,
+    /// Multipart file names.
+    pub files: Vec<Field>,
+    /// Headers, names lower-case.
+    pub headers: Vec<Field>,
+    pub cookies: Vec<Field>,
+    /// The body as read (at most `max_body` bytes).
+    pub body: Vec<u8>,
+    /// Whether the body could not be parsed as its Content-Type says.
+    pub body_malformed: bool,
+    pub client_ip: Option<IpAddr>,
+    /// How many Content-Length fields, and whether Transfer-Encoding is set.
+    pub content_length_fields: usize,
+    pub transfer_encoding: Option<Vec<u8>>,
+}
+
+/// How deep a JSON body is walked, and how many leaves are kept.
+const JSON_MAX_DEPTH: usize = 32;
+const MAX_FIELDS: usize = 1024;
+
+impl RequestView {
+    pub fn new(
+        method: &str,
+        path: &str,
+        uri: &[u8],
+        headers: &HeaderMap,
+        client_ip: Option<IpAddr>,
+    ) -> RequestView {
+        let query = uri
+            .iter()
+            .position(|b| *b == b'?')
+            .map(|i| uri[i + 1..].to_vec())
+            .unwrap_or_default();
+        let query_args = parse_urlencoded(&query);
+        let mut view = RequestView {
+            method: method.to_string(),
+            path: path.to_string(),
+            uri: uri.to_vec(),
+            query,
+            query_args,
+            client_ip,
+            ..RequestView::default()
+        };
+        for (name, value) in headers.iter() {
+            if view.headers.len() >= MAX_FIELDS {
+                break;
+            }
+            view.headers
+                .push((name.as_str().to_string(), value.as_bytes().to_vec()));
+        }
+        view.content_length_fields = headers.get_all(http::header::CONTENT_LENGTH).iter().count();
+        view.transfer_encoding = headers
+            .get(http::header::TRANSFER_ENCODING)
+            .map(|v| v.as_bytes().to_vec());
+        for cookie_header in headers.get_all(http::header::COOKIE) {
+            for pair in cookie_header.as_bytes().split(|b| *b == b';') {
+                let pair = pair.trim_ascii();
+                if pair.is_empty() {
+                    continue;
+                }
+                let (name, value) = match pair.iter().position(|b| *b == b'=') {
+                    Some(i) => (&pair[..i], &pair[i + 1..]),
+                    None => (pair, &b""[..]),
+                };
+                view.cookies
+                    .push((String::from_utf8_lossy(name).into_owned(), value.to_vec()));
+            }
+        }
+        view
+    }
+
+    /// Adds the body: parsed by Content-Type into arguments, and kept raw.
+    pub fn set_body(&mut self, content_type: Option<&[u8]>, body: Vec<u8>) {
+        let original = content_type
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .unwrap_or_default();
+        let ct = original.to_ascii_lowercase();
+        if ct.starts_with("application/x-www-form-urlencoded") {
+            self.body_args = parse_urlencoded(&body);
+        } else if ct.starts_with("application/json") || ct.contains("+json") {
+            match serde_json::from_slice::<serde_json::Value>(&body) {
+                Ok(v) => flatten_json(&v, String::from("json"), 0, &mut self.body_args),
+                Err(_) => self.body_malformed = true,
+            }
+        } else if ct.contains("xml") {
+            xml_values(&body, &mut self.body_args);
+        } else if ct.starts_with("multipart/form-data") {
+            // The boundary is case-sensitive: read it from the original.
+            match boundary(&original) {
+                Some(b) => {
+                    if !parse_multipart(&body, b.as_bytes(), &mut self.body_args, &mut self.files)
+                    {
+                        self.body_malformed = true;
+                    }
+                }
+                None => self.body_malformed = true,
+            }
+        }
+        self.body = body;
+    }
+
+    /// Every argument (query, then body).
+    pub fn args(&self) -> impl Iterator<Item = &Field> {
+        self.query_args.iter().chain(self.body_args.iter())
+    }
+}
+
+fn parse_urlencoded(bytes: &[u8]) -> Vec<Field> {
+    form_urlencoded::parse(bytes)
+        .take(MAX_FIELDS)
+        .map(|(k, v)| (k.into_owned(), v.into_owned().into_bytes()))
+        .collect()
+}
+
+fn flatten_json(v: &serde_json::Value, path: String, depth: usize, out: &mut Vec<Field>) {
+    if out.len() >= MAX_FIELDS || depth > JSON_MAX_DEPTH {
+        return;
+    }
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map {
+                // The key itself is attacker input too: keep it as a value
+                // under its own name, so args_names sees it.
+                flatten_json(child, format!("{path}.{k}"), depth + 1, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                flatten_json(child, format!("{path}[{i}]"), depth + 1, out);
+            }
+        }
+        serde_json::Value::String(s) => out.push((path, s.clone().into_bytes())),
+        // Numbers, booleans and null cannot carry a payload; skip them.
+        _ => {}
+    }
+}
+
+/// Attribute values and text of an XML body, as arguments (`xml:NAME`
+/// for an attribute, `xml` for text). Entities are left for the rules'
+/// `html_entity_decode`.
+fn xml_values(body: &[u8], out: &mut Vec<Field>) {
+    let mut i = 0;
+    while i < body.len() && out.len() < MAX_FIELDS {
+        if body[i] == b'<' {
+            let end = body[i..].iter().position(|b| *b == b'>').map_or(body.len(), |e| i + e);
+            let tag = &body[i + 1..end];
+            // Attributes: name="value" or name='value'.
+            let mut j = 0;
+            while j < tag.len() {
+                if tag[j] == b'=' {
+                    let name_end = j;
+                    let name_start = tag[..name_end]
+                        .iter()
+                        .rposition(|b| b.is_ascii_whitespace())
+                        .map_or(0, |p| p + 1);
+                    let mut k = j + 1;
+                    while k < tag.len() && tag[k].is_ascii_whitespace() {
+                        k += 1;
+                    }
+                    if let Some(&q) = tag.get(k).filter(|q| **q == b'"' || **q == b'\'') {
+                        let vstart = k + 1;
+                        let vend = tag[vstart..].iter().position(|b| *b == q).map_or(tag.len(), |e| vstart + e);
+                        let name = String::from_utf8_lossy(&tag[name_start..name_end]);
+                        out.push((format!("xml:{}", name.trim()), tag[vstart..vend].to_vec()));
+                        j = vend + 1;
+                        continue;
+                    }
+                }
+                j += 1;
+            }
+            i = end + 1;
+        } else {
+            let end = body[i..].iter().position(|b| *b == b'<').map_or(body.len(), |e| i + e);
+            let text = body[i..end].trim_ascii();
+            if !text.is_empty() {
+                out.push(("xml".to_string(), text.to_vec()));
+            }
+            i = end;
+        }
+    }
+}
+
+fn boundary(content_type: &str) -> Option<String> {
+    content_type.split(';').find_map(|p| {
+        let p = p.trim();
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then_some(v)
+            .map(|b| b.trim_matches('"').to_string())
+            .filter(|b| !b.is_empty() && b.len() <= 70)
+    })
+}
+
+/// A small multipart/form-data reader (RFC 7578): fields become arguments,
+/// file names go to `files`, file contents are not inspected as text
+/// arguments. Returns false when the framing is broken.
+fn parse_multipart(body: &[u8], boundary: &[u8], args: &mut Vec<Field>, files: &mut Vec<Field>) -> bool {
+    let mut delim = b"--".to_vec();
+    delim.extend_from_slice(boundary);
+    let mut parts = split_on(body, &delim);
+    // Before the first delimiter: preamble (ignored).
+    if parts.next().is_none() {
+        return false;
+    }
+    let mut saw_end = false;
+    for part in parts {
+        if part.starts_with(b"--") {
+            saw_end = true;
+            break;
+        }
+        let part = part.strip_prefix(b"\r\n").unwrap_or(part);
+        let Some(split) = find(part, b"\r\n\r\n") else {
+            return false;
+        };
+        let (head, content) = (&part[..split], &part[split + 4..]);
+        let content = content.strip_suffix(b"\r\n").unwrap_or(content);
+        let head = String::from_utf8_lossy(head);
+        let disposition = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
+            .unwrap_or("");
+        let param = |key: &str| {
+            disposition.split(';').find_map(|p| {
+                let p = p.trim();
+                let (k, v) = p.split_once('=')?;
+                (k.eq_ignore_ascii_case(key)).then(|| v.trim_matches('"').to_string())
+            })
+        };
+        let name = param("name").unwrap_or_default();
+        match param("filename") {
+            Some(f) => files.push((name, f.into_bytes())),
+            None => {
+                if args.len() < MAX_FIELDS {
+                    args.push((name, content.to_vec()));
+                }
+            }
+        }
+    }
+    saw_end
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn split_on<'a>(hay: &'a [u8], delim: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+    let mut rest = Some(hay);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match find(r, delim) {
+            Some(i) => {
+                rest = Some(&r[i + delim.len()..]);
+                Some(&r[..i])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_cookies_and_bodies_become_fields() {
+        let mut h = HeaderMap::new();
+        h.insert("cookie", "a=1; session=x%27".parse().unwrap());
+        let mut v = RequestView::new("POST", "/p", b"/p?q=select%20x&b=2", &h, None);
+        assert_eq!(v.query_args[0], ("q".into(), b"select x".to_vec()));
+        assert_eq!(v.cookies[1], ("session".into(), b"x%27".to_vec()));
+        v.set_body(
+            Some(b"application/json"),
+            br#"{"user": {"name": "bob", "tags": ["a", "<b>"]}, "n": 3}"#.to_vec(),
+        );
+        let names: Vec<&str> = v.body_args.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["json.user.name", "json.user.tags[0]", "json.user.tags[1]"]);
+        v.set_body(Some(b"application/json"), b"{not json".to_vec());
+        assert!(v.body_malformed);
+
+        let mut x = RequestView::new("POST", "/x", b"/x", &HeaderMap::new(), None);
+        x.set_body(
+            Some(b"application/xml"),
+            br#"<?xml version="1.0"?><root><a probe='../x' n="2">text &lt;b&gt;</a></root>"#.to_vec(),
+        );
+        let vals: Vec<(&str, &[u8])> = x.body_args.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        assert_eq!(
+            vals,
+            [("xml:version", &b"1.0"[..]), ("xml:probe", b"../x"), ("xml:n", b"2"), ("xml", b"text &lt;b&gt;")]
+        );
+
+        let mut m = RequestView::new("POST", "/u", b"/u", &HeaderMap::new(), None);
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nhello\r\n--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"../../x.php\"\r\nContent-Type: text/plain\r\n\r\n<?php ?>\r\n--XyZ--\r\n";
+        m.set_body(Some(b"multipart/form-data; boundary=XyZ"), body.to_vec());
+        assert!(!m.body_malformed);
+        assert_eq!(m.body_args, vec![("title".into(), b"hello".to_vec())]);
+        assert_eq!(m.files, vec![("f".into(), b"../../x.php".to_vec())]);
+    }
+}

@@ -1,0 +1,489 @@
+//! Transformations applied to a target's value before a rule's operator
+//! sees it (SecLang's `t:` actions): decoding that attackers use to hide a
+//! payload, and normalizations that make one pattern cover many spellings.
+//! Each is a pure function of bytes; a rule applies its chain in order.
+
+use std::borrow::Cow;
+
+/// One transformation, by its rule-file name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transform {
+    /// `%XX` and IIS-style `%uXXXX`, and `+` as a space.
+    UrlDecode,
+    /// `&lt;`, `&#60;`, `&#x3c;` and the common named entities.
+    HtmlEntityDecode,
+    Lowercase,
+    RemoveNulls,
+    /// Runs of whitespace become one space.
+    CompressWhitespace,
+    RemoveWhitespace,
+    /// Resolves `.`/`..` segments and runs of `/` (and `\` as `/`).
+    NormalizePath,
+    /// Decodes the value as base64 when it is base64 (else keeps it).
+    Base64Decode,
+    /// `\xHH`, `\uHHHH`, `\OOO` and the one-letter escapes of JavaScript.
+    JsDecode,
+    /// CSS escapes `\HH..` (1-6 hex digits).
+    CssDecode,
+    /// Like ModSecurity's `cmdLine`: deletes `\ " ' ^`, turns `,` and `;`
+    /// into spaces, compresses whitespace, lowercases, and removes spaces
+    /// before `/` and `(`.
+    CmdLine,
+}
+
+impl Transform {
+    pub fn parse(name: &str) -> Option<Transform> {
+        Some(match name {
+            "url_decode" | "url_decode_uni" => Transform::UrlDecode,
+            "html_entity_decode" => Transform::HtmlEntityDecode,
+            "lowercase" => Transform::Lowercase,
+            "remove_nulls" => Transform::RemoveNulls,
+            "compress_whitespace" => Transform::CompressWhitespace,
+            "remove_whitespace" => Transform::RemoveWhitespace,
+            "normalize_path" => Transform::NormalizePath,
+            "base64_decode" => Transform::Base64Decode,
+            "js_decode" => Transform::JsDecode,
+            "css_decode" => Transform::CssDecode,
+            "cmdline" => Transform::CmdLine,
+            _ => return None,
+        })
+    }
+
+    pub const NAMES: &'static str = "url_decode, url_decode_uni, html_entity_decode, lowercase, remove_nulls, compress_whitespace, remove_whitespace, normalize_path, base64_decode, js_decode, css_decode, cmdline";
+
+    pub fn apply<'a>(self, v: Cow<'a, [u8]>) -> Cow<'a, [u8]> {
+        match self {
+            Transform::UrlDecode => url_decode(v),
+            Transform::HtmlEntityDecode => html_entity_decode(v),
+            Transform::Lowercase => {
+                if v.iter().any(u8::is_ascii_uppercase) {
+                    Cow::Owned(v.to_ascii_lowercase())
+                } else {
+                    v
+                }
+            }
+            Transform::RemoveNulls => {
+                if v.contains(&0) {
+                    Cow::Owned(v.iter().copied().filter(|b| *b != 0).collect())
+                } else {
+                    v
+                }
+            }
+            Transform::CompressWhitespace => compress_whitespace(v),
+            Transform::RemoveWhitespace => {
+                if v.iter().any(u8::is_ascii_whitespace) {
+                    Cow::Owned(v.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect())
+                } else {
+                    v
+                }
+            }
+            Transform::NormalizePath => normalize_path(v),
+            Transform::Base64Decode => base64_decode(v),
+            Transform::JsDecode => js_decode(v),
+            Transform::CssDecode => css_decode(v),
+            Transform::CmdLine => cmdline(&v),
+        }
+    }
+}
+
+/// Applies a chain in order.
+pub fn apply_all<'a>(chain: &[Transform], v: &'a [u8]) -> Cow<'a, [u8]> {
+    chain.iter().fold(Cow::Borrowed(v), |acc, t| t.apply(acc))
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn push_char(out: &mut Vec<u8>, c: u32) {
+    match char::from_u32(c) {
+        Some(ch) => {
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+        }
+        None => out.push(b'?'),
+    }
+}
+
+fn url_decode(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
+    if !v.iter().any(|b| *b == b'%' || *b == b'+') {
+        return v;
+    }
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        match v[i] {
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b'%' if i + 6 <= v.len() && (v[i + 1] == b'u' || v[i + 1] == b'U') => {
+                let digits = (hex(v[i + 2]), hex(v[i + 3]), hex(v[i + 4]), hex(v[i + 5]));
+                if let (Some(a), Some(b), Some(c), Some(d)) = digits {
+                    let cp = (u32::from(a) << 12)
+                        | (u32::from(b) << 8)
+                        | (u32::from(c) << 4)
+                        | u32::from(d);
+                    // Full-width ASCII (U+FF01..FF5E) maps to ASCII, as IIS does.
+                    let cp = if (0xff01..=0xff5e).contains(&cp) {
+                        cp - 0xfee0
+                    } else {
+                        cp
+                    };
+                    push_char(&mut out, cp);
+                    i += 6;
+                } else {
+                    out.push(b'%');
+                    i += 1;
+                }
+            }
+            b'%' => {
+                match (v.get(i + 1).and_then(|b| hex(*b)), v.get(i + 2).and_then(|b| hex(*b))) {
+                    (Some(h), Some(l)) => {
+                        out.push(h << 4 | l);
+                        i += 3;
+                    }
+                    _ => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+const NAMED_ENTITIES: &[(&[u8], u8)] = &[
+    (b"lt", b'<'),
+    (b"gt", b'>'),
+    (b"amp", b'&'),
+    (b"quot", b'"'),
+    (b"apos", b'\''),
+    (b"nbsp", b' '),
+    (b"colon", b':'),
+    (b"sol", b'/'),
+    (b"lpar", b'('),
+    (b"rpar", b')'),
+    (b"tab", b'\t'),
+    (b"newline", b'\n'),
+];
+
+fn html_entity_decode(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
+    if !v.contains(&b'&') {
+        return v;
+    }
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] != b'&' {
+            out.push(v[i]);
+            i += 1;
+            continue;
+        }
+        let rest = &v[i + 1..];
+        // Numeric: &#60; &#x3c; (the ';' is optional, as browsers accept).
+        if rest.first() == Some(&b'#') {
+            let (radix, start) = match rest.get(1) {
+                Some(b'x') | Some(b'X') => (16, 2),
+                _ => (10, 1),
+            };
+            let digits: Vec<u8> = rest[start..]
+                .iter()
+                .take_while(|b| {
+                    if radix == 16 {
+                        b.is_ascii_hexdigit()
+                    } else {
+                        b.is_ascii_digit()
+                    }
+                })
+                .take(8)
+                .copied()
+                .collect();
+            if !digits.is_empty() {
+                let text = String::from_utf8_lossy(&digits);
+                if let Ok(cp) = u32::from_str_radix(&text, radix) {
+                    push_char(&mut out, cp);
+                    let mut used = 1 + start + digits.len();
+                    if v.get(i + used) == Some(&b';') {
+                        used += 1;
+                    }
+                    i += used;
+                    continue;
+                }
+            }
+        } else if let Some((name, ch)) = NAMED_ENTITIES.iter().find(|(n, _)| {
+            rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n)
+        }) {
+            out.push(*ch);
+            let mut used = 1 + name.len();
+            if v.get(i + used) == Some(&b';') {
+                used += 1;
+            }
+            i += used;
+            continue;
+        }
+        out.push(b'&');
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+fn compress_whitespace(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
+    let needs = v
+        .windows(2)
+        .any(|w| w[0].is_ascii_whitespace() && w[1].is_ascii_whitespace())
+        || v.iter().any(|b| b.is_ascii_whitespace() && *b != b' ');
+    if !needs {
+        return v;
+    }
+    let mut out = Vec::with_capacity(v.len());
+    let mut in_space = false;
+    for &b in v.iter() {
+        if b.is_ascii_whitespace() || b == 0x0b {
+            if !in_space {
+                out.push(b' ');
+            }
+            in_space = true;
+        } else {
+            out.push(b);
+            in_space = false;
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn normalize_path(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
+    let needs = v.contains(&b'\\')
+        || v.windows(2).any(|w| w == b"//" || w == b"/.")
+        || v.starts_with(b"./")
+        || v.starts_with(b"../");
+    if !needs {
+        return v;
+    }
+    let text: Vec<u8> = v.iter().map(|b| if *b == b'\\' { b'/' } else { *b }).collect();
+    let absolute = text.first() == Some(&b'/');
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for seg in text.split(|b| *b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                if parts.last().is_some_and(|p| *p != b"..") {
+                    parts.pop();
+                } else if !absolute {
+                    // A relative path that climbs stays visible.
+                    parts.push(seg);
+                }
+            }
+            s => parts.push(s),
+        }
+    }
+    let mut out = Vec::with_capacity(text.len());
+    if absolute {
+        out.push(b'/');
+    }
+    out.extend_from_slice(&parts.join(&b'/'));
+    if text.ends_with(b"/") && !out.ends_with(b"/") {
+        out.push(b'/');
+    }
+    Cow::Owned(out)
+}
+
+fn base64_decode(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
+    use base64::Engine;
+    let trimmed = v.trim_ascii();
+    if trimmed.len() < 8 {
+        return v;
+    }
+    for engine in [
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+    ] {
+        if let Ok(decoded) = engine.decode(trimmed) {
+            return Cow::Owned(decoded);
+        }
+    }
+    v
+}
+
+fn js_decode(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
+    if !v.contains(&b'\\') {
+        return v;
+    }
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] != b'\\' || i + 1 >= v.len() {
+            out.push(v[i]);
+            i += 1;
+            continue;
+        }
+        let n = v[i + 1];
+        let hex_at = |from: usize, count: usize| -> Option<u32> {
+            let s = v.get(from..from + count)?;
+            s.iter().try_fold(0u32, |acc, b| Some(acc << 4 | u32::from(hex(*b)?)))
+        };
+        match n {
+            b'x' => match hex_at(i + 2, 2) {
+                Some(c) => {
+                    push_char(&mut out, c);
+                    i += 4;
+                }
+                None => {
+                    out.push(b'x');
+                    i += 2;
+                }
+            },
+            b'u' => match hex_at(i + 2, 4) {
+                Some(c) => {
+                    push_char(&mut out, c);
+                    i += 6;
+                }
+                None => {
+                    out.push(b'u');
+                    i += 2;
+                }
+            },
+            b'0'..=b'7' => {
+                let digits: Vec<u8> = v[i + 1..]
+                    .iter()
+                    .take(3)
+                    .take_while(|b| (b'0'..=b'7').contains(b))
+                    .copied()
+                    .collect();
+                let c = digits.iter().fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+                push_char(&mut out, c);
+                i += 1 + digits.len();
+            }
+            b'n' => {
+                out.push(b'\n');
+                i += 2;
+            }
+            b'r' => {
+                out.push(b'\r');
+                i += 2;
+            }
+            b't' => {
+                out.push(b'\t');
+                i += 2;
+            }
+            other => {
+                out.push(other);
+                i += 2;
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn css_decode(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
+    if !v.contains(&b'\\') {
+        return v;
+    }
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] != b'\\' || i + 1 >= v.len() {
+            out.push(v[i]);
+            i += 1;
+            continue;
+        }
+        let digits: Vec<u8> = v[i + 1..]
+            .iter()
+            .take(6)
+            .take_while(|b| b.is_ascii_hexdigit())
+            .copied()
+            .collect();
+        if digits.is_empty() {
+            out.push(v[i + 1]);
+            i += 2;
+        } else {
+            let c = digits
+                .iter()
+                .fold(0u32, |acc, d| acc << 4 | u32::from(hex(*d).unwrap_or(0)));
+            push_char(&mut out, c);
+            i += 1 + digits.len();
+            // One whitespace after a hex escape belongs to it.
+            if v.get(i).is_some_and(u8::is_ascii_whitespace) {
+                i += 1;
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn cmdline(v: &[u8]) -> Cow<'static, [u8]> {
+    let mut out: Vec<u8> = Vec::with_capacity(v.len());
+    let mut in_space = false;
+    for &b in v {
+        match b {
+            b'\\' | b'"' | b'\'' | b'^' => continue,
+            b',' | b';' | b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => {
+                if !in_space {
+                    out.push(b' ');
+                }
+                in_space = true;
+            }
+            b'/' | b'(' => {
+                if in_space {
+                    out.pop();
+                }
+                out.push(b);
+                in_space = false;
+            }
+            other => {
+                out.push(other.to_ascii_lowercase());
+                in_space = false;
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(x: Transform, s: &str) -> String {
+        String::from_utf8_lossy(&x.apply(Cow::Borrowed(s.as_bytes()))).into_owned()
+    }
+
+    #[test]
+    fn decoders() {
+        assert_eq!(t(Transform::UrlDecode, "%27%20or%201=1+--"), "' or 1=1 --");
+        assert_eq!(t(Transform::UrlDecode, "%u003cscript%uff1e"), "<script>");
+        assert_eq!(t(Transform::UrlDecode, "100%"), "100%");
+        assert_eq!(t(Transform::UrlDecode, "%zz"), "%zz");
+        assert_eq!(
+            t(Transform::HtmlEntityDecode, "&lt;img src=x onerror=&#97;&#x6c;ert(1)&gt;"),
+            "<img src=x onerror=alert(1)>"
+        );
+        assert_eq!(t(Transform::HtmlEntityDecode, "fish & chips"), "fish & chips");
+        assert_eq!(t(Transform::JsDecode, "\\x3cscript\\u003e"), "<script>");
+        assert_eq!(t(Transform::CssDecode, "\\6a avascript"), "javascript");
+        assert_eq!(t(Transform::Base64Decode, "PHNjcmlwdD4="), "<script>");
+        assert_eq!(t(Transform::Base64Decode, "hello world!"), "hello world!");
+    }
+
+    #[test]
+    fn normalizers() {
+        assert_eq!(t(Transform::NormalizePath, "/a/./b/../../../etc/passwd"), "/etc/passwd");
+        assert_eq!(t(Transform::NormalizePath, "..\\..\\windows\\win.ini"), "../../windows/win.ini");
+        assert_eq!(t(Transform::CmdLine, "C^A\"T /e'tc/pa\\sswd; ID"), "cat/etc/passwd id");
+        assert_eq!(t(Transform::CompressWhitespace, "a \t\n b"), "a b");
+        assert_eq!(t(Transform::RemoveNulls, "a\0b"), "ab");
+        assert_eq!(t(Transform::Lowercase, "SeLeCt"), "select");
+        let chain = [Transform::UrlDecode, Transform::Lowercase];
+        assert_eq!(apply_all(&chain, b"%53ELECT").as_ref(), b"select");
+    }
+}
