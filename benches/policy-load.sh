@@ -6,12 +6,14 @@
 # Every request carries the same header, so the routing-only gateway sees
 # exactly the same bytes.
 #
-#   benches/policy-load.sh jwt|ratelimit [--reps N] [--scenarios small,16k,close]
+#   benches/policy-load.sh jwt|ratelimit|waf [--reps N] [--scenarios small,16k,close]
 #
 #   jwt        routing + JWT (HS256) on one repeated token: the verified-token
 #              cache path a returning client takes
 #   ratelimit  routing + a per-IP rate limit that admits everything (what
 #              checking a limit costs; target >= 0.95 of routing only)
+#   waf        routing + the WAF with the shipped rules (rules/*.toml) on a
+#              clean GET with a browser-like User-Agent (target >= 0.9)
 #
 # The last lines are the rig's ratios: ratio_vs_plain (>= 0.9 is the target
 # for jwt) and ratio_vs_bare. Needs what benches/load.sh needs.
@@ -19,7 +21,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RIG=${RIG:-$ROOT/../shared/bench}
 [[ -f $RIG/lib.sh ]] || { echo "load rig not found at $RIG (set RIG=...)" >&2; exit 2; }
-POLICY=${1:?usage: policy-load.sh jwt|ratelimit [--reps N] [--scenarios LIST]}
+POLICY=${1:?usage: policy-load.sh jwt|ratelimit|waf [--reps N] [--scenarios LIST]}
 shift
 : "${REPS:=3}" "${SCENARIOS:=small}"
 while [[ $# -gt 0 ]]; do
@@ -50,7 +52,8 @@ case $POLICY in
         BENCH_HEADER="Authorization: Bearer $head.$body.$sig"
         ;;
     ratelimit) BENCH_HEADER="X-Bench: ratelimit" ;;
-    *) echo "unknown policy $POLICY (jwt, ratelimit)" >&2; exit 2 ;;
+    waf) BENCH_HEADER="User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:126.0) Gecko/20100101 Firefox/126.0" ;;
+    *) echo "unknown policy $POLICY (jwt, ratelimit, waf)" >&2; exit 2 ;;
 esac
 
 # shellcheck source=/dev/null

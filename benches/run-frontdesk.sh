@@ -8,6 +8,7 @@
 #   jwt       plain + JWT auth (HS256, secret in $FRONTDESK_BENCH_SECRET)
 #   ratelimit plain + a per-IP rate limit that never refuses (its cost only)
 #   cache     plain + a response cache (every GET after the first is a hit)
+#   waf       plain + the WAF with the shipped rules (block mode, paranoia 1)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PROFILE=${1:-plain}
@@ -64,6 +65,17 @@ rate_limit = "per-ip"
 key = "ip"
 limit = 1000000000
 per = "1s"
+TOML
+elif [[ $PROFILE == waf ]]; then
+cat >>"$CONF" <<TOML
+[waf]
+rules = ["$ROOT/rules/*.toml"]
+audit_log = "off"
+
+[[routes]]
+name = "all"
+path_prefix = "/"
+upstream = "origin"
 TOML
 elif [[ $PROFILE == cache ]]; then
 cat >>"$CONF" <<'TOML'

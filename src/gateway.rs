@@ -1327,7 +1327,10 @@ fn compile_waf(
         let paths: Vec<PathBuf> = match glob::glob(&full) {
             Ok(p) => p.filter_map(|r| r.ok()).collect(),
             Err(e) => {
-                cx.err(format!("waf.rules[{i}]"), format!("{pattern:?} is not a glob: {e}"));
+                cx.err(
+                    format!("waf.rules[{i}]"),
+                    format!("{pattern:?} is not a glob: {e}"),
+                );
                 continue;
             }
         };

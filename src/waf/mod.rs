@@ -222,6 +222,9 @@ mod tests {
         ];
         let out = audit_rules(&hits);
         let values: Vec<&str> = out.iter().map(|r| r.value).collect();
-        assert_eq!(values, ["[redacted]", "[redacted]", "[redacted]", "secret-value"]);
+        assert_eq!(
+            values,
+            ["[redacted]", "[redacted]", "[redacted]", "secret-value"]
+        );
     }
 }

@@ -24,6 +24,9 @@ pub struct RequestView {
     pub query_args: Vec<Field>,
     /// Body arguments (form fields, JSON leaves, multipart fields).
     pub body_args: Vec<Field>,
+    /// The distinct argument names as the client wrote them (query and body;
+    /// for JSON the object keys, not the paths built from them).
+    pub arg_names: Vec<String>,
     /// Multipart file names.
     pub files: Vec<Field>,
     /// Headers, names lower-case.
@@ -57,12 +60,19 @@ impl RequestView {
             .map(|i| uri[i + 1..].to_vec())
             .unwrap_or_default();
         let query_args = parse_urlencoded(&query);
+        let mut arg_names: Vec<String> = Vec::new();
+        for (k, _) in &query_args {
+            if !arg_names.contains(k) {
+                arg_names.push(k.clone());
+            }
+        }
         let mut view = RequestView {
             method: method.to_string(),
             path: path.to_string(),
             uri: uri.to_vec(),
             query,
             query_args,
+            arg_names,
             client_ip,
             ..RequestView::default()
         };
@@ -100,11 +110,12 @@ impl RequestView {
             .map(|c| String::from_utf8_lossy(c).into_owned())
             .unwrap_or_default();
         let ct = original.to_ascii_lowercase();
+        let mut keys = Vec::new();
         if ct.starts_with("application/x-www-form-urlencoded") {
             self.body_args = parse_urlencoded(&body);
         } else if ct.starts_with("application/json") || ct.contains("+json") {
             match serde_json::from_slice::<serde_json::Value>(&body) {
-                Ok(v) => flatten_json(&v, String::from("json"), 0, &mut self.body_args),
+                Ok(v) => flatten_json(&v, String::from("json"), 0, &mut self.body_args, &mut keys),
                 Err(_) => self.body_malformed = true,
             }
         } else if ct.contains("xml") {
@@ -113,12 +124,19 @@ impl RequestView {
             // The boundary is case-sensitive: read it from the original.
             match boundary(&original) {
                 Some(b) => {
-                    if !parse_multipart(&body, b.as_bytes(), &mut self.body_args, &mut self.files)
-                    {
+                    if !parse_multipart(&body, b.as_bytes(), &mut self.body_args, &mut self.files) {
                         self.body_malformed = true;
                     }
                 }
                 None => self.body_malformed = true,
+            }
+        }
+        if keys.is_empty() {
+            keys = self.body_args.iter().map(|(k, _)| k.clone()).collect();
+        }
+        for k in keys {
+            if self.arg_names.len() < MAX_FIELDS && !self.arg_names.contains(&k) {
+                self.arg_names.push(k);
             }
         }
         self.body = body;
@@ -137,21 +155,29 @@ fn parse_urlencoded(bytes: &[u8]) -> Vec<Field> {
         .collect()
 }
 
-fn flatten_json(v: &serde_json::Value, path: String, depth: usize, out: &mut Vec<Field>) {
+fn flatten_json(
+    v: &serde_json::Value,
+    path: String,
+    depth: usize,
+    out: &mut Vec<Field>,
+    keys: &mut Vec<String>,
+) {
     if out.len() >= MAX_FIELDS || depth > JSON_MAX_DEPTH {
         return;
     }
     match v {
         serde_json::Value::Object(map) => {
             for (k, child) in map {
-                // The key itself is attacker input too: keep it as a value
-                // under its own name, so args_names sees it.
-                flatten_json(child, format!("{path}.{k}"), depth + 1, out);
+                // The key itself is attacker input too: args_names sees it.
+                if keys.len() < MAX_FIELDS && !keys.contains(k) {
+                    keys.push(k.clone());
+                }
+                flatten_json(child, format!("{path}.{k}"), depth + 1, out, keys);
             }
         }
         serde_json::Value::Array(items) => {
             for (i, child) in items.iter().enumerate() {
-                flatten_json(child, format!("{path}[{i}]"), depth + 1, out);
+                flatten_json(child, format!("{path}[{i}]"), depth + 1, out, keys);
             }
         }
         serde_json::Value::String(s) => out.push((path, s.clone().into_bytes())),
@@ -167,7 +193,10 @@ fn xml_values(body: &[u8], out: &mut Vec<Field>) {
     let mut i = 0;
     while i < body.len() && out.len() < MAX_FIELDS {
         if body[i] == b'<' {
-            let end = body[i..].iter().position(|b| *b == b'>').map_or(body.len(), |e| i + e);
+            let end = body[i..]
+                .iter()
+                .position(|b| *b == b'>')
+                .map_or(body.len(), |e| i + e);
             let tag = &body[i + 1..end];
             // Attributes: name="value" or name='value'.
             let mut j = 0;
@@ -184,7 +213,10 @@ fn xml_values(body: &[u8], out: &mut Vec<Field>) {
                     }
                     if let Some(&q) = tag.get(k).filter(|q| **q == b'"' || **q == b'\'') {
                         let vstart = k + 1;
-                        let vend = tag[vstart..].iter().position(|b| *b == q).map_or(tag.len(), |e| vstart + e);
+                        let vend = tag[vstart..]
+                            .iter()
+                            .position(|b| *b == q)
+                            .map_or(tag.len(), |e| vstart + e);
                         let name = String::from_utf8_lossy(&tag[name_start..name_end]);
                         out.push((format!("xml:{}", name.trim()), tag[vstart..vend].to_vec()));
                         j = vend + 1;
@@ -195,7 +227,10 @@ fn xml_values(body: &[u8], out: &mut Vec<Field>) {
             }
             i = end + 1;
         } else {
-            let end = body[i..].iter().position(|b| *b == b'<').map_or(body.len(), |e| i + e);
+            let end = body[i..]
+                .iter()
+                .position(|b| *b == b'<')
+                .map_or(body.len(), |e| i + e);
             let text = body[i..end].trim_ascii();
             if !text.is_empty() {
                 out.push(("xml".to_string(), text.to_vec()));
@@ -220,7 +255,12 @@ fn boundary(content_type: &str) -> Option<String> {
 /// A small multipart/form-data reader (RFC 7578): fields become arguments,
 /// file names go to `files`, file contents are not inspected as text
 /// arguments. Returns false when the framing is broken.
-fn parse_multipart(body: &[u8], boundary: &[u8], args: &mut Vec<Field>, files: &mut Vec<Field>) -> bool {
+fn parse_multipart(
+    body: &[u8],
+    boundary: &[u8],
+    args: &mut Vec<Field>,
+    files: &mut Vec<Field>,
+) -> bool {
     let mut delim = b"--".to_vec();
     delim.extend_from_slice(boundary);
     let mut parts = split_on(body, &delim);
@@ -302,19 +342,32 @@ mod tests {
             br#"{"user": {"name": "bob", "tags": ["a", "<b>"]}, "n": 3}"#.to_vec(),
         );
         let names: Vec<&str> = v.body_args.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(names, ["json.user.name", "json.user.tags[0]", "json.user.tags[1]"]);
+        assert_eq!(
+            names,
+            ["json.user.name", "json.user.tags[0]", "json.user.tags[1]"]
+        );
         v.set_body(Some(b"application/json"), b"{not json".to_vec());
         assert!(v.body_malformed);
 
         let mut x = RequestView::new("POST", "/x", b"/x", &HeaderMap::new(), None);
         x.set_body(
             Some(b"application/xml"),
-            br#"<?xml version="1.0"?><root><a probe='../x' n="2">text &lt;b&gt;</a></root>"#.to_vec(),
+            br#"<?xml version="1.0"?><root><a probe='../x' n="2">text &lt;b&gt;</a></root>"#
+                .to_vec(),
         );
-        let vals: Vec<(&str, &[u8])> = x.body_args.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        let vals: Vec<(&str, &[u8])> = x
+            .body_args
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
         assert_eq!(
             vals,
-            [("xml:version", &b"1.0"[..]), ("xml:probe", b"../x"), ("xml:n", b"2"), ("xml", b"text &lt;b&gt;")]
+            [
+                ("xml:version", &b"1.0"[..]),
+                ("xml:probe", b"../x"),
+                ("xml:n", b"2"),
+                ("xml", b"text &lt;b&gt;")
+            ]
         );
 
         let mut m = RequestView::new("POST", "/u", b"/u", &HeaderMap::new(), None);

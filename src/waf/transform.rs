@@ -72,7 +72,12 @@ impl Transform {
             Transform::CompressWhitespace => compress_whitespace(v),
             Transform::RemoveWhitespace => {
                 if v.iter().any(u8::is_ascii_whitespace) {
-                    Cow::Owned(v.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect())
+                    Cow::Owned(
+                        v.iter()
+                            .copied()
+                            .filter(|b| !b.is_ascii_whitespace())
+                            .collect(),
+                    )
                 } else {
                     v
                 }
@@ -81,7 +86,7 @@ impl Transform {
             Transform::Base64Decode => base64_decode(v),
             Transform::JsDecode => js_decode(v),
             Transform::CssDecode => css_decode(v),
-            Transform::CmdLine => cmdline(&v),
+            Transform::CmdLine => cmdline(v),
         }
     }
 }
@@ -143,7 +148,10 @@ fn url_decode(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
                 }
             }
             b'%' => {
-                match (v.get(i + 1).and_then(|b| hex(*b)), v.get(i + 2).and_then(|b| hex(*b))) {
+                match (
+                    v.get(i + 1).and_then(|b| hex(*b)),
+                    v.get(i + 2).and_then(|b| hex(*b)),
+                ) {
                     (Some(h), Some(l)) => {
                         out.push(h << 4 | l);
                         i += 3;
@@ -221,9 +229,10 @@ fn html_entity_decode(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
                     continue;
                 }
             }
-        } else if let Some((name, ch)) = NAMED_ENTITIES.iter().find(|(n, _)| {
-            rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n)
-        }) {
+        } else if let Some((name, ch)) = NAMED_ENTITIES
+            .iter()
+            .find(|(n, _)| rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n))
+        {
             out.push(*ch);
             let mut used = 1 + name.len();
             if v.get(i + used) == Some(&b';') {
@@ -270,7 +279,10 @@ fn normalize_path(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
     if !needs {
         return v;
     }
-    let text: Vec<u8> = v.iter().map(|b| if *b == b'\\' { b'/' } else { *b }).collect();
+    let text: Vec<u8> = v
+        .iter()
+        .map(|b| if *b == b'\\' { b'/' } else { *b })
+        .collect();
     let absolute = text.first() == Some(&b'/');
     let mut parts: Vec<&[u8]> = Vec::new();
     for seg in text.split(|b| *b == b'/') {
@@ -331,7 +343,8 @@ fn js_decode(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
         let n = v[i + 1];
         let hex_at = |from: usize, count: usize| -> Option<u32> {
             let s = v.get(from..from + count)?;
-            s.iter().try_fold(0u32, |acc, b| Some(acc << 4 | u32::from(hex(*b)?)))
+            s.iter()
+                .try_fold(0u32, |acc, b| Some(acc << 4 | u32::from(hex(*b)?)))
         };
         match n {
             b'x' => match hex_at(i + 2, 2) {
@@ -361,7 +374,9 @@ fn js_decode(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
                     .take_while(|b| (b'0'..=b'7').contains(b))
                     .copied()
                     .collect();
-                let c = digits.iter().fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+                let c = digits
+                    .iter()
+                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
                 push_char(&mut out, c);
                 i += 1 + digits.len();
             }
@@ -422,7 +437,17 @@ fn css_decode(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
-fn cmdline(v: &[u8]) -> Cow<'static, [u8]> {
+fn cmdline(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
+    // Nothing to undo: keep the value as it is (most values).
+    let plain = v.iter().all(|b| {
+        b.is_ascii_lowercase()
+            || b.is_ascii_digit()
+            || matches!(b, b'-' | b'_' | b'.' | b'@' | b':' | b'=' | b'+')
+    });
+    if plain {
+        return v;
+    }
+    let v = &v[..];
     let mut out: Vec<u8> = Vec::with_capacity(v.len());
     let mut in_space = false;
     for &b in v {
@@ -465,10 +490,16 @@ mod tests {
         assert_eq!(t(Transform::UrlDecode, "100%"), "100%");
         assert_eq!(t(Transform::UrlDecode, "%zz"), "%zz");
         assert_eq!(
-            t(Transform::HtmlEntityDecode, "&lt;img src=x onerror=&#97;&#x6c;ert(1)&gt;"),
+            t(
+                Transform::HtmlEntityDecode,
+                "&lt;img src=x onerror=&#97;&#x6c;ert(1)&gt;"
+            ),
             "<img src=x onerror=alert(1)>"
         );
-        assert_eq!(t(Transform::HtmlEntityDecode, "fish & chips"), "fish & chips");
+        assert_eq!(
+            t(Transform::HtmlEntityDecode, "fish & chips"),
+            "fish & chips"
+        );
         assert_eq!(t(Transform::JsDecode, "\\x3cscript\\u003e"), "<script>");
         assert_eq!(t(Transform::CssDecode, "\\6a avascript"), "javascript");
         assert_eq!(t(Transform::Base64Decode, "PHNjcmlwdD4="), "<script>");
@@ -477,9 +508,18 @@ mod tests {
 
     #[test]
     fn normalizers() {
-        assert_eq!(t(Transform::NormalizePath, "/a/./b/../../../etc/passwd"), "/etc/passwd");
-        assert_eq!(t(Transform::NormalizePath, "..\\..\\windows\\win.ini"), "../../windows/win.ini");
-        assert_eq!(t(Transform::CmdLine, "C^A\"T /e'tc/pa\\sswd; ID"), "cat/etc/passwd id");
+        assert_eq!(
+            t(Transform::NormalizePath, "/a/./b/../../../etc/passwd"),
+            "/etc/passwd"
+        );
+        assert_eq!(
+            t(Transform::NormalizePath, "..\\..\\windows\\win.ini"),
+            "../../windows/win.ini"
+        );
+        assert_eq!(
+            t(Transform::CmdLine, "C^A\"T /e'tc/pa\\sswd; ID"),
+            "cat/etc/passwd id"
+        );
         assert_eq!(t(Transform::CompressWhitespace, "a \t\n b"), "a b");
         assert_eq!(t(Transform::RemoveNulls, "a\0b"), "ab");
         assert_eq!(t(Transform::Lowercase, "SeLeCt"), "select");

@@ -127,12 +127,14 @@ async fn handle(
             serde_json::Value::String(values.join(", ")),
         );
     }
-    let body_len = req
+    let body = req
         .into_body()
         .collect()
         .await
-        .map(|b| b.to_bytes().len())
-        .unwrap_or(0);
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let body_len = body.len();
+    let body_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body));
     let body = serde_json::json!({
         "service": name,
         "method": method,
@@ -140,6 +142,7 @@ async fn handle(
         "query": query,
         "headers": headers,
         "body_bytes": body_len,
+        "body_sha256": body_sha256,
     });
     Ok(Response::builder()
         .header("content-type", "application/json")
