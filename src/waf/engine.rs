@@ -15,7 +15,7 @@
 //! much slower one, and attack syntax is ASCII anyway.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use aho_corasick::AhoCorasick;
@@ -269,6 +269,10 @@ struct Group {
     /// prefix (0, 1 or 2 transforms), computed once per value.
     shared_prefix: usize,
 }
+
+/// A value's address and length in the request view, its url_decode, and
+/// its url_decode + remove_nulls.
+type Decoded<'a> = (usize, usize, Cow<'a, [u8]>, Cow<'a, [u8]>);
 
 /// What rules of one group share: the transform chain.
 type GroupKey = Vec<Transform>;
@@ -568,8 +572,11 @@ impl Engine {
             excluded.contains(&rule.id) || hits.iter().any(|h| h.id == rule.id)
         };
         // Nearly every chain starts with url_decode (and remove_nulls):
-        // decode each value once per request, not once per chain.
-        let mut decoded: HashMap<(usize, usize), (Vec<u8>, Vec<u8>)> = HashMap::new();
+        // decode each value once per request, not once per chain. Keyed by
+        // the value's address in the request view (only values borrowed
+        // from it: a temporary's address could be reused). A handful of
+        // values per request: a list beats a hash map here.
+        let mut decoded: Vec<Decoded<'_>> = Vec::new();
         for g in &self.groups {
             // Which of the group's targets had any value (for `absent`).
             let mut seen = vec![false; g.targets.len()];
@@ -577,22 +584,23 @@ impl Engine {
             for (ti, t) in g.targets.iter().enumerate() {
                 t.each(req, &mut |name, raw| {
                     seen[ti] = true;
-                    let v: Cow<'_, [u8]> = if shared == 0 {
-                        apply_all(&g.transforms, &raw)
-                    } else {
-                        let (once, clean) = decoded
-                            .entry((raw.as_ptr() as usize, raw.len()))
-                            .or_insert_with(|| {
-                                let once = Transform::UrlDecode
-                                    .apply(Cow::Borrowed(&raw[..]))
-                                    .into_owned();
-                                let clean = Transform::RemoveNulls
-                                    .apply(Cow::Borrowed(&once[..]))
-                                    .into_owned();
-                                (once, clean)
-                            });
-                        let start: &[u8] = if shared == 1 { once } else { clean };
-                        apply_all(&g.transforms[shared..], start)
+                    let v: Cow<'_, [u8]> = match (&raw, shared) {
+                        (Cow::Borrowed(r), 1 | 2) => {
+                            let key = (r.as_ptr() as usize, r.len());
+                            let i = match decoded.iter().position(|d| (d.0, d.1) == key) {
+                                Some(i) => i,
+                                None => {
+                                    let once = Transform::UrlDecode.apply(Cow::Borrowed(*r));
+                                    let clean = Transform::RemoveNulls.apply(once.clone());
+                                    decoded.push((key.0, key.1, once, clean));
+                                    decoded.len() - 1
+                                }
+                            };
+                            let d = &decoded[i];
+                            let start: &[u8] = if shared == 1 { &d.2 } else { &d.3 };
+                            apply_all(&g.transforms[shared..], start)
+                        }
+                        _ => apply_all(&g.transforms, &raw),
                     };
                     // One pass answers "does any pattern match"; only then
                     // ask which (clean traffic stops at the first question).
