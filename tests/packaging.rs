@@ -55,9 +55,18 @@ fn the_unit_has_what_an_edge_node_needs() {
 
 #[test]
 fn the_packaged_config_compiles_and_matches_the_unit() {
+    // Laid out as the package installs it: /etc/frontdesk/frontdesk.toml
+    // beside /etc/frontdesk/rules/.
+    let etc = tempfile::tempdir().unwrap();
+    std::fs::copy(root().join(PACKAGED_CONFIG), etc.path().join("frontdesk.toml")).unwrap();
+    std::fs::create_dir(etc.path().join("rules")).unwrap();
+    for entry in std::fs::read_dir(root().join("rules")).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, etc.path().join("rules").join(p.file_name().unwrap())).unwrap();
+    }
     let out = Command::new(common::binary())
         .args(["check", "-c"])
-        .arg(root().join(PACKAGED_CONFIG))
+        .arg(etc.path().join("frontdesk.toml"))
         .output()
         .unwrap();
     assert!(
@@ -176,6 +185,8 @@ fn the_debian_package_has_the_binary_unit_config_and_scripts() {
         "./usr/lib/systemd/system/frontdesk.service",
         "./etc/frontdesk/frontdesk.toml",
         "./usr/share/doc/frontdesk/README.md",
+        "./etc/frontdesk/rules/sqli.toml",
+        "./etc/frontdesk/rules/ip-deny.txt",
     ] {
         assert!(
             listing.lines().any(|l| l.ends_with(path)),
@@ -198,7 +209,12 @@ fn the_debian_package_has_the_binary_unit_config_and_scripts() {
         .unwrap();
     assert!(status.success());
     let read = |name: &str| std::fs::read_to_string(control.path().join(name)).unwrap_or_default();
-    assert_eq!(read("conffiles").trim(), "/etc/frontdesk/frontdesk.toml");
+    let conffiles = read("conffiles");
+    assert!(
+        conffiles.lines().any(|l| l == "/etc/frontdesk/frontdesk.toml")
+            && conffiles.lines().any(|l| l == "/etc/frontdesk/rules/sqli.toml"),
+        "{conffiles}"
+    );
     let fields = read("control");
     assert!(fields.contains("Package: frontdesk"), "{fields}");
     assert!(fields.contains("adduser"), "{fields}");
