@@ -58,7 +58,11 @@ fn the_packaged_config_compiles_and_matches_the_unit() {
     // Laid out as the package installs it: /etc/frontdesk/frontdesk.toml
     // beside /etc/frontdesk/rules/.
     let etc = tempfile::tempdir().unwrap();
-    std::fs::copy(root().join(PACKAGED_CONFIG), etc.path().join("frontdesk.toml")).unwrap();
+    std::fs::copy(
+        root().join(PACKAGED_CONFIG),
+        etc.path().join("frontdesk.toml"),
+    )
+    .unwrap();
     std::fs::create_dir(etc.path().join("rules")).unwrap();
     for entry in std::fs::read_dir(root().join("rules")).unwrap() {
         let p = entry.unwrap().path();
@@ -211,8 +215,12 @@ fn the_debian_package_has_the_binary_unit_config_and_scripts() {
     let read = |name: &str| std::fs::read_to_string(control.path().join(name)).unwrap_or_default();
     let conffiles = read("conffiles");
     assert!(
-        conffiles.lines().any(|l| l == "/etc/frontdesk/frontdesk.toml")
-            && conffiles.lines().any(|l| l == "/etc/frontdesk/rules/sqli.toml"),
+        conffiles
+            .lines()
+            .any(|l| l == "/etc/frontdesk/frontdesk.toml")
+            && conffiles
+                .lines()
+                .any(|l| l == "/etc/frontdesk/rules/sqli.toml"),
         "{conffiles}"
     );
     let fields = read("control");
