@@ -1266,30 +1266,23 @@ fn compile_waf(
             BodyOverflow::Block
         }
     };
-    let mut deny = prefix_trie::joint::JointPrefixSet::new();
-    let mut allow = prefix_trie::joint::JointPrefixSet::new();
-    for (i, ip) in w.deny_ips.iter().enumerate() {
-        match crate::waf::engine::parse_net(ip) {
-            Some(n) => {
-                deny.insert(n);
+    let mut ip_set = |key: &str, list: &[String]| {
+        let mut set = prefix_trie::joint::JointPrefixSet::new();
+        for (i, ip) in list.iter().enumerate() {
+            match crate::waf::engine::parse_net(ip) {
+                Some(n) => {
+                    set.insert(n);
+                }
+                None => cx.err(
+                    format!("waf.{key}[{i}]"),
+                    format!("{ip:?} is not an address or CIDR"),
+                ),
             }
-            None => cx.err(
-                format!("waf.deny_ips[{i}]"),
-                format!("{ip:?} is not an address or CIDR"),
-            ),
         }
-    }
-    for (i, ip) in w.allow_ips.iter().enumerate() {
-        match crate::waf::engine::parse_net(ip) {
-            Some(n) => {
-                allow.insert(n);
-            }
-            None => cx.err(
-                format!("waf.allow_ips[{i}]"),
-                format!("{ip:?} is not an address or CIDR"),
-            ),
-        }
-    }
+        set
+    };
+    let mut deny = ip_set("deny_ips", &w.deny_ips);
+    let allow = ip_set("allow_ips", &w.allow_ips);
     for (i, f) in w.deny_ip_files.iter().enumerate() {
         let path = resolve_path(base_dir, f);
         match std::fs::read_to_string(&path) {

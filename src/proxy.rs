@@ -105,8 +105,9 @@ pub struct RequestCtx {
     vary_origin: bool,
     /// Request body bytes seen so far (for chunked bodies and the 413 cap).
     body_bytes: u64,
-    /// The normalized path, kept on routes with a cache (key and purge tag).
-    cache_path: Option<String>,
+    /// The normalized path, kept when a later step needs it: the cache (key
+    /// and purge tag) and the WAF (its `path` target).
+    norm_path: Option<String>,
     /// Where the response came from (`X-Cache-Status`), on routes with a cache.
     cache_status: Option<&'static str>,
     /// The client is on `[waf] allow_ips`: no WAF for this request.
@@ -146,7 +147,7 @@ impl RequestCtx {
             cors_headers: Vec::new(),
             vary_origin: false,
             body_bytes: 0,
-            cache_path: None,
+            norm_path: None,
             cache_status: None,
             waf_allowed: false,
         }
@@ -565,8 +566,12 @@ pub fn admit(gw: &Gateway, req: &RequestHeader, ctx: &mut RequestCtx) -> Option<
             }
         }
     }
-    if route.cache.is_some() {
-        ctx.cache_path = Some(path.into_owned());
+    let waf_inspects = gw
+        .waf
+        .as_ref()
+        .is_some_and(|w| w.mode_for(&route.waf) != WafMode::Off);
+    if route.cache.is_some() || waf_inspects {
+        ctx.norm_path = Some(path.into_owned());
     }
     ctx.route = Some(route);
     None
@@ -681,12 +686,12 @@ async fn inspect(waf: &Waf, session: &mut Session, ctx: &mut RequestCtx) -> Resu
     };
     let req = session.req_header();
     let raw_path = req.uri.path();
-    let path = normalize_path(raw_path).unwrap_or(std::borrow::Cow::Borrowed(raw_path));
+    let path = ctx.norm_path.as_deref().unwrap_or(raw_path);
     let uri = req
         .uri
         .path_and_query()
         .map_or(raw_path.as_bytes(), |pq| pq.as_str().as_bytes());
-    let mut view = RequestView::new(req.method.as_str(), &path, uri, &req.headers, ctx.client_ip);
+    let mut view = RequestView::new(req.method.as_str(), path, uri, &req.headers, ctx.client_ip);
     if let Some(b) = body {
         let ct = req.headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes());
         view.set_body(ct, b);
@@ -1002,7 +1007,7 @@ impl ProxyHttp for Frontdesk {
         Ok(rc.key(&KeyParts {
             tls: ctx.tls,
             host: &ctx.host,
-            path: ctx.cache_path.as_deref().unwrap_or(req.uri.path()),
+            path: ctx.norm_path.as_deref().unwrap_or(req.uri.path()),
             query: req.uri.query(),
             consumer: ctx.consumer.as_deref(),
         }))
@@ -1046,7 +1051,7 @@ impl ProxyHttp for Frontdesk {
             return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
         };
         let req = session.req_header();
-        let path = ctx.cache_path.as_deref().unwrap_or(req.uri.path());
+        let path = ctx.norm_path.as_deref().unwrap_or(req.uri.path());
         let route_verifies = ctx.route.as_ref().is_some_and(|r| r.auth.is_some());
         let unverified_authorization =
             !route_verifies && req.headers.contains_key(header::AUTHORIZATION);

@@ -699,13 +699,8 @@ keys = [{ consumer = "acme", sha256 = "xyz" }]
 "#,
     )
     .unwrap();
-    let out = Command::new(binary())
-        .args(["check", "-c"])
-        .arg(&conf)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = common::check(&conf);
+    assert_eq!(code, Some(1), "{stderr}");
     for expected in [
         ":7:8: routes[0].auth: no [auth.ghost] block",
         ":8:16: routes[0].allow_groups:",

@@ -793,13 +793,8 @@ max_object_size = "1GiB"
 "#,
     )
     .unwrap();
-    let out = std::process::Command::new(common::binary())
-        .args(["check", "-c"])
-        .arg(&conf)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = common::check(&conf);
+    assert_eq!(code, Some(1), "{stderr}");
     for expected in [
         ":7:9: routes[0].cache: no [cache.ghost] block",
         "cache.bad.methods: \"POST\" cannot be cached",

@@ -68,16 +68,8 @@ fn the_packaged_config_compiles_and_matches_the_unit() {
         let p = entry.unwrap().path();
         std::fs::copy(&p, etc.path().join("rules").join(p.file_name().unwrap())).unwrap();
     }
-    let out = Command::new(common::binary())
-        .args(["check", "-c"])
-        .arg(etc.path().join("frontdesk.toml"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, stderr) = common::check(&etc.path().join("frontdesk.toml"));
+    assert_eq!(code, Some(0), "{stderr}");
     let config = std::fs::read_to_string(root().join(PACKAGED_CONFIG)).unwrap();
     // The pid file systemd follows and the upgrade socket live in the
     // unit's RuntimeDirectory (/run/frontdesk).

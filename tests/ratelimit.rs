@@ -413,13 +413,8 @@ per = "100ms"
 "#,
     )
     .unwrap();
-    let out = Command::new(common::binary())
-        .args(["check", "-c"])
-        .arg(&conf)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = common::check(&conf);
+    assert_eq!(code, Some(1), "{stderr}");
     for expected in [
         "server.trusted_proxies[1]: \"not-a-cidr\" is not an address or CIDR",
         "server.max_requests_per_ip.limit: must be at least 1",

@@ -43,6 +43,20 @@ async fn send(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// POSTs two chunks of `each` bytes with no Content-Length (chunked).
+async fn post_chunked(gw: &Gateway, path: &str, each: usize) -> reqwest::Response {
+    let chunks = futures::stream::iter(vec![
+        Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'a'; each])),
+        Ok(bytes::Bytes::from(vec![b'b'; each])),
+    ]);
+    client()
+        .post(gw.url(path))
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .expect("chunked request")
+}
+
 fn audit_lines(gw: &Gateway) -> Vec<Value> {
     std::fs::read_to_string(gw.path("audit.log"))
         .unwrap_or_default()
@@ -382,28 +396,10 @@ async fn bodies_are_inspected_and_forwarded_intact() {
     );
 
     // A body of undeclared length (chunked) over the limit is refused too.
-    let chunks = futures::stream::iter(vec![
-        Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'a'; 700])),
-        Ok(bytes::Bytes::from(vec![b'b'; 700])),
-    ]);
-    let resp = client()
-        .post(gw.url("/app/stream"))
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chunked(&gw, "/app/stream", 700).await;
     assert_eq!(resp.status(), 413);
     // ... and one under it is inspected and forwarded whole.
-    let chunks = futures::stream::iter(vec![
-        Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'a'; 300])),
-        Ok(bytes::Bytes::from(vec![b'b'; 300])),
-    ]);
-    let resp = client()
-        .post(gw.url("/app/stream"))
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chunked(&gw, "/app/stream", 300).await;
     assert_eq!(resp.status(), 200);
     let echo: Value = resp.json().await.unwrap();
     assert_eq!(echo["body_bytes"], 600);
@@ -458,13 +454,8 @@ fn check_reports_rule_file_problems_with_file_line_and_id() {
         "[waf]\nrules = [\"rules/*.toml\"]\nmax_body = \"1MiB\"\n\n[upstreams.u]\ntargets = [\"127.0.0.1:9\"]\n\n[[routes]]\nname = \"r\"\nupstream = \"u\"\nwaf = \"sometimes\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(common::binary())
-        .args(["check", "-c"])
-        .arg(&conf)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = common::check(&conf);
+    assert_eq!(code, Some(1), "{stderr}");
     for expected in [
         "bad.toml:7: rule 424242: invalid regex",
         "waf.max_body: at most 64KiB",

@@ -274,6 +274,19 @@ impl Gateway {
     }
 }
 
+/// Runs `frontdesk check -c FILE`: (exit code, stderr).
+pub fn check(conf: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(binary())
+        .args(["check", "-c"])
+        .arg(conf)
+        .output()
+        .expect("run frontdesk check");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A plain HTTP client that never uses a proxy.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
