@@ -3,6 +3,7 @@
 //!
 //!     cargo bench --bench waf
 //!
+//! * `load_get`: the load script's request (GET / with Host and User-Agent);
 //! * `clean_get`: a browser-like GET with a query and ten headers;
 //! * `clean_json_post_2k`: a 2 KB JSON body (view built and parsed too);
 //! * `attack_get`: a SQL injection in the query (every rule still runs).
@@ -75,6 +76,22 @@ fn bench(c: &mut Criterion) {
     let body = json_2k();
     assert!(body.len() > 1900 && body.len() < 2300, "{}", body.len());
     let mut g = c.benchmark_group("waf");
+    // What `benches/policy-load.sh waf` sends: wrk's GET / with a Host and
+    // a browser User-Agent.
+    let mut wrk = HeaderMap::new();
+    wrk.insert("host", "127.0.0.1:8080".parse().unwrap());
+    wrk.insert(
+        "user-agent",
+        "Mozilla/5.0 (X11; Linux x86_64; rv:126.0) Gecko/20100101 Firefox/126.0"
+            .parse()
+            .unwrap(),
+    );
+    g.bench_function("load_get", |b| {
+        b.iter(|| {
+            let v = RequestView::new("GET", "/", b"/", &wrk, None);
+            e.run(&v, &EXCLUDED)
+        })
+    });
     g.bench_function("clean_get", |b| {
         b.iter(|| {
             let v = RequestView::new(

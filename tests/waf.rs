@@ -132,6 +132,28 @@ async fn attack_families_are_blocked_before_the_backend() {
             "/",
             &[("referer", "() { :; }; /bin/bash -c id")],
         ),
+        (
+            "sqli json operator",
+            "/items?q=1%27%20OR%20%27%7B%22a%22%3A1%7D%27%3A%3Ajsonb%20%40%3E%20%27%7B%7D%27",
+            &[],
+        ),
+        (
+            "sqli split query",
+            "/login?user=admin%27%3B",
+            &[],
+        ),
+        (
+            "rce windows for",
+            "/x?f=for%20%2Fr%20c%3A%5C%20%25%25g%20in%20(*.cfg)%20do%20type%20%25%25g",
+            &[],
+        ),
+        ("rce brace expansion", "/x?f=%7Bcat%2C%2Fetc%2Fhosts%7D", &[]),
+        ("rce tooling command", "/x?f=ansible-playbook%20site.yml", &[]),
+        (
+            "restricted upload name",
+            "/upload",
+            &[("x-filename", "../.htaccess")],
+        ),
     ];
     for (name, path, headers) in attacks {
         let (status, body) = send(&gw, get.clone(), path, headers, None).await;
@@ -165,6 +187,18 @@ async fn attack_families_are_blocked_before_the_backend() {
             Some(r#"{"bio": "I <3 cats & dogs", "site": "https://example.com/a/b?c=d"}"#),
         ),
         (reqwest::Method::DELETE, "/items/42", None),
+        // Prose that once tripped rules: a ";" before an SQL verb, TeX-style
+        // `quotes', a number range, brace lists, a "find" in a sentence.
+        (
+            get.clone(),
+            "/search?q=Here%20is%20a%20sample%3B%20alter%20the%20names%3A",
+            None,
+        ),
+        (
+            reqwest::Method::POST,
+            "/comments",
+            Some(r#"{"text": "for details type `show w'. Copyright (C) 1989; see sections 15 and 16", "tags": "{red,green}", "q": "find the best shoes"}"#),
+        ),
     ];
     let jwt = "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl";
     for (m, path, json) in ok {
@@ -186,7 +220,10 @@ async fn attack_families_are_blocked_before_the_backend() {
 
     let m = metrics(&gw).await;
     assert!(
-        m.contains("frontdesk_waf_requests_total{route=\"app\",verdict=\"blocked\"} 14"),
+        m.contains(&format!(
+            "frontdesk_waf_requests_total{{route=\"app\",verdict=\"blocked\"}} {}",
+            attacks.len()
+        )),
         "{m}"
     );
     assert!(

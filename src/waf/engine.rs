@@ -265,14 +265,26 @@ struct Group {
     set_rules: Vec<usize>,
     /// Rules evaluated one by one (not in the set).
     other_rules: Vec<usize>,
-    /// How much of the chain is the shared `url_decode, remove_nulls`
-    /// prefix (0, 1 or 2 transforms), computed once per value.
+    /// How much of the chain is the shared `url_decode, remove_nulls,
+    /// lowercase` prefix (0 to 3 transforms), computed once per value.
     shared_prefix: usize,
+    /// Whether a rule of the group is `absent` (then the run notes which
+    /// targets had values).
+    has_absent: bool,
 }
 
-/// A value's address and length in the request view, its url_decode, and
-/// its url_decode + remove_nulls.
-type Decoded<'a> = (usize, usize, Cow<'a, [u8]>, Cow<'a, [u8]>);
+/// A value borrowed from the request view (by address and length) with
+/// the shared starts of transform chains, each computed once per request.
+struct Decoded<'a> {
+    key: (usize, usize),
+    /// url_decode
+    once: Cow<'a, [u8]>,
+    /// url_decode, remove_nulls
+    clean: Cow<'a, [u8]>,
+    /// url_decode, remove_nulls, lowercase (the commonest chain), when
+    /// first asked for.
+    lower: Option<Cow<'a, [u8]>>,
+}
 
 /// What rules of one group share: the transform chain.
 type GroupKey = Vec<Transform>;
@@ -503,6 +515,7 @@ impl Engine {
         let mut engine = Engine::default();
         for (transforms, rules) in groups {
             let shared_prefix = match transforms.as_slice() {
+                [Transform::UrlDecode, Transform::RemoveNulls, Transform::Lowercase, ..] => 3,
                 [Transform::UrlDecode, Transform::RemoveNulls, ..] => 2,
                 [Transform::UrlDecode, ..] => 1,
                 _ => 0,
@@ -526,6 +539,7 @@ impl Engine {
             }
             targets.sort();
             targets.dedup();
+            let has_absent = compiled.iter().any(|r| matches!(r.op, Op::Absent));
             let set = if patterns.is_empty() {
                 None
             } else {
@@ -550,6 +564,7 @@ impl Engine {
                 set_rules,
                 other_rules,
                 shared_prefix,
+                has_absent,
             });
         }
         Ok(engine)
@@ -579,25 +594,42 @@ impl Engine {
         let mut decoded: Vec<Decoded<'_>> = Vec::new();
         for g in &self.groups {
             // Which of the group's targets had any value (for `absent`).
-            let mut seen = vec![false; g.targets.len()];
+            let mut seen = if g.has_absent {
+                vec![false; g.targets.len()]
+            } else {
+                Vec::new()
+            };
             let shared = g.shared_prefix;
             for (ti, t) in g.targets.iter().enumerate() {
                 t.each(req, &mut |name, raw| {
-                    seen[ti] = true;
+                    if let Some(s) = seen.get_mut(ti) {
+                        *s = true;
+                    }
                     let v: Cow<'_, [u8]> = match (&raw, shared) {
-                        (Cow::Borrowed(r), 1 | 2) => {
+                        (Cow::Borrowed(r), 1..=3) => {
                             let key = (r.as_ptr() as usize, r.len());
-                            let i = match decoded.iter().position(|d| (d.0, d.1) == key) {
+                            let i = match decoded.iter().position(|d| d.key == key) {
                                 Some(i) => i,
                                 None => {
                                     let once = Transform::UrlDecode.apply(Cow::Borrowed(*r));
                                     let clean = Transform::RemoveNulls.apply(once.clone());
-                                    decoded.push((key.0, key.1, once, clean));
+                                    decoded.push(Decoded {
+                                        key,
+                                        once,
+                                        clean,
+                                        lower: None,
+                                    });
                                     decoded.len() - 1
                                 }
                             };
-                            let d = &decoded[i];
-                            let start: &[u8] = if shared == 1 { &d.2 } else { &d.3 };
+                            let d = &mut decoded[i];
+                            let start: &[u8] = match shared {
+                                1 => &d.once,
+                                2 => &d.clean,
+                                _ => d.lower.get_or_insert_with(|| {
+                                    Transform::Lowercase.apply(d.clean.clone())
+                                }),
+                            };
                             apply_all(&g.transforms[shared..], start)
                         }
                         _ => apply_all(&g.transforms, &raw),
