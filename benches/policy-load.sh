@@ -6,7 +6,7 @@
 # Every request carries the same header, so the routing-only gateway sees
 # exactly the same bytes.
 #
-#   benches/policy-load.sh jwt|ratelimit|waf [--reps N] [--scenarios small,16k,close]
+#   benches/policy-load.sh jwt|ratelimit|waf [--reps N] [--scenarios small,16k,close,varied]
 #
 #   jwt        routing + JWT (HS256) on one repeated token: the verified-token
 #              cache path a returning client takes
@@ -60,9 +60,17 @@ esac
 source "$RIG/lib.sh"
 # Every request the rig sends (start-up probe, sanity check, load) carries the header.
 curl() { command curl -H "$BENCH_HEADER" "$@"; }
+# One scenario of our own besides the rig's: `varied`, GET / with a
+# query that is new on every request (benches/conf/varied-query.lua), so a
+# policy that remembers earlier requests gets no help from repetition.
 wrk_once() {
     local port=$1 sc=$2 secs=$3 out=$4 path extra=()
-    path=$(scenario_path "$sc")
+    if [[ $sc == varied ]]; then
+        path=/
+        extra=(-s "$ROOT/benches/conf/varied-query.lua")
+    else
+        path=$(scenario_path "$sc")
+    fi
     [[ $sc == close ]] && extra=(-H "Connection: close")
     pin "$LOAD_CPU" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${secs}s" --latency "${extra[@]}" \
         -H "$BENCH_HEADER" "http://127.0.0.1:$port$path" >"$out" 2>&1 || true

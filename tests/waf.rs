@@ -137,18 +137,22 @@ async fn attack_families_are_blocked_before_the_backend() {
             "/items?q=1%27%20OR%20%27%7B%22a%22%3A1%7D%27%3A%3Ajsonb%20%40%3E%20%27%7B%7D%27",
             &[],
         ),
-        (
-            "sqli split query",
-            "/login?user=admin%27%3B",
-            &[],
-        ),
+        ("sqli split query", "/login?user=admin%27%3B", &[]),
         (
             "rce windows for",
             "/x?f=for%20%2Fr%20c%3A%5C%20%25%25g%20in%20(*.cfg)%20do%20type%20%25%25g",
             &[],
         ),
-        ("rce brace expansion", "/x?f=%7Bcat%2C%2Fetc%2Fhosts%7D", &[]),
-        ("rce tooling command", "/x?f=ansible-playbook%20site.yml", &[]),
+        (
+            "rce brace expansion",
+            "/x?f=%7Bcat%2C%2Fetc%2Fhosts%7D",
+            &[],
+        ),
+        (
+            "rce tooling command",
+            "/x?f=ansible-playbook%20site.yml",
+            &[],
+        ),
         (
             "restricted upload name",
             "/upload",
@@ -197,7 +201,9 @@ async fn attack_families_are_blocked_before_the_backend() {
         (
             reqwest::Method::POST,
             "/comments",
-            Some(r#"{"text": "for details type `show w'. Copyright (C) 1989; see sections 15 and 16", "tags": "{red,green}", "q": "find the best shoes"}"#),
+            Some(
+                r#"{"text": "for details type `show w'. Copyright (C) 1989; see sections 15 and 16", "tags": "{red,green}", "q": "find the best shoes"}"#,
+            ),
         ),
     ];
     let jwt = "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl";

@@ -22,9 +22,11 @@ use aho_corasick::AhoCorasick;
 use prefix_trie::joint::JointPrefixSet;
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
+use super::clean_cache;
 use super::request::RequestView;
 use super::rules::{severity_score, LocatedRule};
-use super::transform::{apply_all, Transform};
+use super::transform::{apply_all, Summary, Transform};
+use bytes::Bytes;
 
 /// Where a rule looks.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -209,8 +211,10 @@ impl Name<'_> {
 
 #[derive(Debug)]
 enum Op {
-    /// Index into the group's RegexSet (and the regex itself, for negation).
-    Regex(usize, Box<Regex>),
+    /// Index into the group's RegexSet; the regex itself only for a negated
+    /// rule (which runs on its own). Positive rules run in the set alone:
+    /// keeping their own compiled copies would only cost memory.
+    Regex(usize, Option<Box<Regex>>),
     Phrases(Box<AhoCorasick>),
     Contains(Vec<u8>),
     StartsWith(Vec<u8>),
@@ -265,25 +269,87 @@ struct Group {
     set_rules: Vec<usize>,
     /// Rules evaluated one by one (not in the set).
     other_rules: Vec<usize>,
-    /// How much of the chain is the shared `url_decode, remove_nulls,
-    /// lowercase` prefix (0 to 3 transforms), computed once per value.
-    shared_prefix: usize,
     /// Whether a rule of the group is `absent` (then the run notes which
     /// targets had values).
     has_absent: bool,
 }
 
-/// A value borrowed from the request view (by address and length) with
-/// the shared starts of transform chains, each computed once per request.
-struct Decoded<'a> {
+/// A transformed value: the request view's own bytes when no step
+/// changed them, else a shared copy.
+#[derive(Clone)]
+enum Form<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Bytes),
+}
+
+impl AsRef<[u8]> for Form<'_> {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Form::Borrowed(b) => b,
+            Form::Owned(o) => o,
+        }
+    }
+}
+
+/// What the engine knows of one value of the request view during a run:
+/// its byte summary and the results of the transform steps applied to it
+/// so far, keyed by the steps that changed it (4 bits per step).
+struct ValueMemo<'a> {
+    /// The value's address and length in the request view.
     key: (usize, usize),
-    /// url_decode
-    once: Cow<'a, [u8]>,
-    /// url_decode, remove_nulls
-    clean: Cow<'a, [u8]>,
-    /// url_decode, remove_nulls, lowercase (the commonest chain), when
-    /// first asked for.
-    lower: Option<Cow<'a, [u8]>>,
+    summary: Summary,
+    forms: Vec<(u64, Form<'a>, Summary)>,
+}
+
+/// `chain` applied to `raw` (a value borrowed from the request view),
+/// computing only steps that can change it and never the same steps twice.
+fn transformed<'a>(memo: &mut Vec<ValueMemo<'a>>, raw: &'a [u8], chain: &[Transform]) -> Form<'a> {
+    let key = (raw.as_ptr() as usize, raw.len());
+    let i = match memo.iter().position(|m| m.key == key) {
+        Some(i) => i,
+        None => {
+            memo.push(ValueMemo {
+                key,
+                summary: Summary::of(raw),
+                forms: Vec::new(),
+            });
+            memo.len() - 1
+        }
+    };
+    let m = &mut memo[i];
+    let mut form = Form::Borrowed(raw);
+    let mut summary = m.summary;
+    let mut steps: u64 = 0;
+    for (n, t) in chain.iter().enumerate() {
+        if t.leaves_unchanged(summary) {
+            continue;
+        }
+        if n >= 15 {
+            // Longer than the key can say: apply the rest unmemoized.
+            return match apply_all(&chain[n..], form.as_ref()) {
+                Cow::Borrowed(_) => form,
+                Cow::Owned(o) => Form::Owned(Bytes::from(o)),
+            };
+        }
+        let next = (steps << 4) | (*t as u64 + 1);
+        if let Some((_, f, s)) = m.forms.iter().find(|(k, _, _)| *k == next) {
+            form = f.clone();
+            summary = *s;
+            steps = next;
+            continue;
+        }
+        let out = match t.apply(Cow::Borrowed(form.as_ref())) {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(o) => Some(o),
+        };
+        if let Some(o) = out {
+            summary = Summary::of(&o);
+            form = Form::Owned(Bytes::from(o));
+        }
+        m.forms.push((next, form.clone(), summary));
+        steps = next;
+    }
+    form
 }
 
 /// What rules of one group share: the transform chain.
@@ -306,7 +372,18 @@ pub struct Engine {
     groups: Vec<Group>,
     rule_count: usize,
     reads_body: bool,
+    /// Apply every chain in full to every value (no memo, no summaries,
+    /// no clean-value cache): the reference the fast run must agree with.
+    unmemoized: bool,
+    /// Never use the clean-value cache (every value inspected as if seen
+    /// for the first time): for benchmarks.
+    no_clean_cache: bool,
+    /// Names this compiled rule set in the clean-value cache.
+    id: u64,
 }
+
+/// Source of [`Engine`] ids.
+static ENGINE_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Limits on a compiled pattern, so a rule file cannot make the gateway
 /// build huge automata.
@@ -400,7 +477,7 @@ impl Engine {
                     match compile_regex(&value()) {
                         Ok(re) => {
                             pattern = Some(value());
-                            Some(Op::Regex(0, Box::new(re)))
+                            Some(Op::Regex(0, s.negate.then(|| Box::new(re))))
                         }
                         Err(e) => {
                             problems.push(format!("{at}: invalid regex: {e}"));
@@ -512,14 +589,11 @@ impl Engine {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let mut engine = Engine::default();
+        let mut engine = Engine {
+            id: ENGINE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            ..Engine::default()
+        };
         for (transforms, rules) in groups {
-            let shared_prefix = match transforms.as_slice() {
-                [Transform::UrlDecode, Transform::RemoveNulls, Transform::Lowercase, ..] => 3,
-                [Transform::UrlDecode, Transform::RemoveNulls, ..] => 2,
-                [Transform::UrlDecode, ..] => 1,
-                _ => 0,
-            };
             let mut patterns = Vec::new();
             let mut set_rules = Vec::new();
             let mut other_rules = Vec::new();
@@ -563,11 +637,26 @@ impl Engine {
                 set,
                 set_rules,
                 other_rules,
-                shared_prefix,
                 has_absent,
             });
         }
         Ok(engine)
+    }
+
+    /// The same engine applying every transform chain in full, without
+    /// the per-value memo: for the equivalence test and benchmarks.
+    #[doc(hidden)]
+    pub fn unmemoized(mut self) -> Engine {
+        self.unmemoized = true;
+        self
+    }
+
+    /// The same engine without the clean-value cache: what a request costs
+    /// when none of its values was seen before. For benchmarks.
+    #[doc(hidden)]
+    pub fn without_clean_cache(mut self) -> Engine {
+        self.no_clean_cache = true;
+        self
     }
 
     /// Whether any rule looks at the body (else bodies are not read).
@@ -586,78 +675,90 @@ impl Engine {
         let skip = |hits: &Vec<Hit>, rule: &Rule| {
             excluded.contains(&rule.id) || hits.iter().any(|h| h.id == rule.id)
         };
-        // Nearly every chain starts with url_decode (and remove_nulls):
-        // decode each value once per request, not once per chain. Keyed by
-        // the value's address in the request view (only values borrowed
-        // from it: a temporary's address could be reused). A handful of
-        // values per request: a list beats a hash map here.
-        let mut decoded: Vec<Decoded<'_>> = Vec::new();
-        for g in &self.groups {
+        // Transform results are memoized per value: chains share most of
+        // their steps (nearly all start url_decode, remove_nulls), and on
+        // clean values most steps change nothing (the value's byte summary
+        // says so without a scan). What a chain really does to a value is
+        // the list of steps that changed it; two chains that do the same
+        // share one result.
+        let mut memo: Vec<ValueMemo<'_>> = Vec::with_capacity(16);
+        for (gi, g) in self.groups.iter().enumerate() {
+            // A group with a rule the route excludes is not fully
+            // evaluated: its values' verdicts are not remembered.
+            let cacheable =
+                excluded.is_empty() || !g.rules.iter().any(|r| excluded.contains(&r.id));
             // Which of the group's targets had any value (for `absent`).
             let mut seen = if g.has_absent {
                 vec![false; g.targets.len()]
             } else {
                 Vec::new()
             };
-            let shared = g.shared_prefix;
             for (ti, t) in g.targets.iter().enumerate() {
                 t.each(req, &mut |name, raw| {
                     if let Some(s) = seen.get_mut(ti) {
                         *s = true;
                     }
-                    let v: Cow<'_, [u8]> = match (&raw, shared) {
-                        (Cow::Borrowed(r), 1..=3) => {
-                            let key = (r.as_ptr() as usize, r.len());
-                            let i = match decoded.iter().position(|d| d.key == key) {
-                                Some(i) => i,
-                                None => {
-                                    let once = Transform::UrlDecode.apply(Cow::Borrowed(*r));
-                                    let clean = Transform::RemoveNulls.apply(once.clone());
-                                    decoded.push(Decoded {
-                                        key,
-                                        once,
-                                        clean,
-                                        lower: None,
-                                    });
-                                    decoded.len() - 1
-                                }
-                            };
-                            let d = &mut decoded[i];
-                            let start: &[u8] = match shared {
-                                1 => &d.once,
-                                2 => &d.clean,
-                                _ => d.lower.get_or_insert_with(|| {
-                                    Transform::Lowercase.apply(d.clean.clone())
-                                }),
-                            };
-                            apply_all(&g.transforms[shared..], start)
+                    // Keyed by the value as read: the group's chain is
+                    // fixed, so it decides what the rules see.
+                    let clean_key = (cacheable && !self.unmemoized && !self.no_clean_cache)
+                        .then(|| clean_cache::Key::new(self.id, gi, ti, &raw))
+                        .flatten();
+                    if clean_key.is_some_and(|k| k.is_clean()) {
+                        return;
+                    }
+                    let form = match &raw {
+                        Cow::Borrowed(r) if !self.unmemoized => {
+                            transformed(&mut memo, r, &g.transforms)
                         }
-                        _ => apply_all(&g.transforms, &raw),
+                        Cow::Borrowed(r) => match apply_all(&g.transforms, r) {
+                            Cow::Borrowed(_) => Form::Borrowed(r),
+                            Cow::Owned(t) => Form::Owned(Bytes::from(t)),
+                        },
+                        Cow::Owned(o) => match apply_all(&g.transforms, o) {
+                            Cow::Borrowed(_) => Form::Owned(Bytes::from(o.clone())),
+                            Cow::Owned(t) => Form::Owned(Bytes::from(t)),
+                        },
                     };
+                    let v: &[u8] = form.as_ref();
+                    // Whether some rule matched (reported or not): only a
+                    // value nothing matched is remembered as clean.
+                    let mut matched_any = false;
                     // One pass answers "does any pattern match"; only then
                     // ask which (clean traffic stops at the first question).
-                    if let Some(set) = g.set.as_ref().filter(|s| s.is_match(&v)) {
-                        for m in set.matches(&v).iter() {
+                    if let Some(set) = g.set.as_ref().filter(|s| s.is_match(v)) {
+                        matched_any = true;
+                        for m in set.matches(v).iter() {
                             let rule = &g.rules[g.set_rules[m]];
                             if rule.targets.contains(t) && !skip(&hits, rule) {
-                                hits.push(hit(rule, name, &v));
+                                hits.push(hit(rule, name, v));
                             }
                         }
                     }
                     for &ri in &g.other_rules {
                         let rule = &g.rules[ri];
-                        if !rule.targets.contains(t) || skip(&hits, rule) {
+                        if !rule.targets.contains(t) {
+                            continue;
+                        }
+                        if skip(&hits, rule) {
+                            // Not evaluated: the value's verdict is unknown.
+                            matched_any = true;
                             continue;
                         }
                         let matched = match &rule.op {
-                            Op::Regex(_, re) => rule.negate && !re.is_match(&v),
+                            Op::Regex(_, re) => {
+                                rule.negate && re.as_ref().is_some_and(|re| !re.is_match(v))
+                            }
                             // `absent` negated is "present".
                             Op::Absent => rule.negate,
-                            other => eval(other, &v) != rule.negate,
+                            other => eval(other, v) != rule.negate,
                         };
                         if matched {
-                            hits.push(hit(rule, name, &v));
+                            matched_any = true;
+                            hits.push(hit(rule, name, v));
                         }
+                    }
+                    if let Some(k) = clean_key.filter(|_| !matched_any) {
+                        k.remember_clean();
                     }
                 });
             }
@@ -705,7 +806,7 @@ fn hit(rule: &Rule, target: Name<'_>, v: &[u8]) -> Hit {
 
 fn eval(op: &Op, v: &[u8]) -> bool {
     match op {
-        Op::Regex(_, re) => re.is_match(v),
+        Op::Regex(_, re) => re.as_ref().is_some_and(|re| re.is_match(v)),
         Op::Phrases(ac) => ac.is_match(v),
         Op::Contains(n) => !n.is_empty() && v.windows(n.len()).any(|w| w == n.as_slice()),
         Op::StartsWith(n) => v.starts_with(n),
@@ -981,5 +1082,147 @@ values = ["10.0.0.0/8", "2001:db8::/32"]
             .iter()
             .any(|e| e.contains("b.toml:1: rule 3: unknown target \"argz\"")));
         assert!(err.iter().any(|e| e.contains("unknown operator \"nope\"")));
+    }
+
+    /// The shipped rules.
+    fn shipped(paranoia: u8) -> Engine {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
+        let mut rules = Vec::new();
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        for p in files {
+            let text = std::fs::read_to_string(&p).unwrap();
+            rules.extend(parse_file(&p, &text).unwrap());
+        }
+        Engine::compile(&rules, paranoia).unwrap()
+    }
+
+    /// Requests of the shared WAF corpus (CRS attacks and benign API
+    /// traffic), plus a few built-in ones.
+    fn corpus_views() -> Vec<RequestView> {
+        use base64::Engine as _;
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/waf-corpus");
+        let mut views = Vec::new();
+        for uri in [
+            "/p?id=1%27%20UNION%20SELECT%20password%20FROM%20users--",
+            "/p?q=<SCRIPT>alert(1)</script>&x=Blue+Shoes&y=a%2500b",
+            "/p?cmd=;CAT%20/etc/passwd&f=..%5c..%5cetc/shadow&h=%26lt;svg%26gt;",
+            "/p?a=${jndi:ldap://x/a}&page=2&sort=-created_at&j=%5cu0061lert",
+        ] {
+            let path = uri.split('?').next().unwrap_or("/");
+            views.push(RequestView::new(
+                "GET",
+                path,
+                uri.as_bytes(),
+                &HeaderMap::new(),
+                None,
+            ));
+        }
+        for f in ["crs-dev.jsonl", "benign-dev.jsonl"] {
+            let Ok(text) = std::fs::read_to_string(format!("{dir}/{f}")) else {
+                continue;
+            };
+            for line in text.lines() {
+                let Ok(r) = serde_json::from_str::<serde_json::Value>(line) else {
+                    continue;
+                };
+                let uri = r["uri"].as_str().unwrap_or("/");
+                let mut h = HeaderMap::new();
+                for pair in r["headers"].as_array().into_iter().flatten() {
+                    let (Some(k), Some(v)) = (pair[0].as_str(), pair[1].as_str()) else {
+                        continue;
+                    };
+                    if let (Ok(k), Ok(v)) = (
+                        http::header::HeaderName::from_bytes(k.as_bytes()),
+                        http::HeaderValue::from_str(v),
+                    ) {
+                        h.append(k, v);
+                    }
+                }
+                let path = uri.split('?').next().unwrap_or("/");
+                let method = r["method"].as_str().unwrap_or("GET");
+                let mut v = RequestView::new(method, path, uri.as_bytes(), &h, None);
+                let body = match (r["body"].as_str(), r["body_b64"].as_str()) {
+                    (Some(b), _) => Some(b.as_bytes().to_vec()),
+                    (_, Some(b)) => base64::engine::general_purpose::STANDARD.decode(b).ok(),
+                    _ => None,
+                };
+                if let Some(b) = body {
+                    let ct = h.get("content-type").map(|v| v.as_bytes().to_vec());
+                    v.set_body(ct.as_deref(), b);
+                }
+                views.push(v);
+            }
+        }
+        views
+    }
+
+    #[test]
+    fn a_value_seen_with_a_rule_excluded_is_still_inspected_later() {
+        let e = engine(
+            r#"
+[[rule]]
+id = 21
+msg = "contains"
+targets = ["args"]
+operator = "contains"
+value = "evil"
+[[rule]]
+id = 22
+msg = "regex"
+targets = ["args"]
+operator = "regex"
+value = "worse"
+"#,
+        );
+        let v = view("/p?a=evil%20worse");
+        assert!(
+            e.run(&v, &[21, 22]).is_empty(),
+            "both excluded on this route"
+        );
+        let ids: Vec<u32> = e.run(&v, &[]).iter().map(|h| h.id).collect();
+        assert_eq!(ids, [22, 21], "elsewhere both still fire");
+        let clean = view("/p?a=fine");
+        assert!(e.run(&clean, &[]).is_empty());
+        assert!(
+            e.run(&clean, &[]).is_empty(),
+            "remembered clean, still clean"
+        );
+    }
+
+    /// The fast run (summaries skip steps, chains share results, clean
+    /// values are remembered) finds exactly what applying every chain in
+    /// full to every value finds, on every request
+    /// of the shared corpus (where it sits next to the repository, as in
+    /// CI) and on built-in ones with every kind of encoding.
+    #[test]
+    fn the_transform_memo_never_changes_a_verdict() {
+        let fast = shipped(4);
+        let full = shipped(4).unmemoized();
+        let views = corpus_views();
+        let mut fired = 0;
+        // Twice over: the second pass answers from the clean-value cache
+        // what it can.
+        for pass in 0..2 {
+            for v in &views {
+                let a = fast.run(v, &[]);
+                assert_eq!(
+                    a,
+                    full.run(v, &[]),
+                    "pass {pass}: {}",
+                    String::from_utf8_lossy(&v.uri)
+                );
+                fired += usize::from(!a.is_empty());
+            }
+        }
+        assert!(
+            fired >= 4,
+            "{fired} of {} requests fired rules",
+            views.len()
+        );
     }
 }

@@ -19,6 +19,7 @@
 //! [`Inspector`] is the one interface the proxy calls, whatever engine sits
 //! behind it: the native engine now, the Core Rule Set next.
 
+mod clean_cache;
 pub mod engine;
 pub mod request;
 pub mod rules;

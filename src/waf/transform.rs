@@ -91,6 +91,90 @@ impl Transform {
     }
 }
 
+/// Which kinds of byte a value holds that some transform acts on. One pass
+/// over a value tells which transforms of a chain would leave it as it is
+/// (most values of clean traffic: no `%`, no `&`, no backslash, no NUL), so the
+/// engine skips them without each one scanning the value again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary(u16);
+
+const HAS_PCT_PLUS: u16 = 1;
+const HAS_AMP: u16 = 1 << 1;
+const HAS_BACKSLASH: u16 = 1 << 2;
+const HAS_UPPER: u16 = 1 << 3;
+const HAS_NUL: u16 = 1 << 4;
+const HAS_SPACE: u16 = 1 << 5;
+const HAS_SLASH_DOT: u16 = 1 << 6;
+/// A byte `cmdline` would change or drop (outside `a-z0-9-_.@:=+`).
+const HAS_CMD: u16 = 1 << 7;
+
+const fn byte_flags(b: u8) -> u16 {
+    let mut f = 0;
+    if b == b'%' || b == b'+' {
+        f |= HAS_PCT_PLUS;
+    }
+    if b == b'&' {
+        f |= HAS_AMP;
+    }
+    if b == b'\\' {
+        f |= HAS_BACKSLASH;
+    }
+    if b.is_ascii_uppercase() {
+        f |= HAS_UPPER;
+    }
+    if b == 0 {
+        f |= HAS_NUL;
+    }
+    if b.is_ascii_whitespace() {
+        f |= HAS_SPACE;
+    }
+    if b == b'/' || b == b'.' {
+        f |= HAS_SLASH_DOT;
+    }
+    let plain = b.is_ascii_lowercase()
+        || b.is_ascii_digit()
+        || matches!(b, b'-' | b'_' | b'.' | b'@' | b':' | b'=' | b'+');
+    if !plain {
+        f |= HAS_CMD;
+    }
+    f
+}
+
+static FLAGS: [u16; 256] = {
+    let mut t = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = byte_flags(i as u8);
+        i += 1;
+    }
+    t
+};
+
+impl Summary {
+    pub fn of(v: &[u8]) -> Summary {
+        Summary(v.iter().fold(0, |acc, b| acc | FLAGS[usize::from(*b)]))
+    }
+}
+
+impl Transform {
+    /// Whether the transform certainly leaves a value with this summary
+    /// unchanged (`false` means it may change it: apply it to find out).
+    pub fn leaves_unchanged(self, s: Summary) -> bool {
+        let needs = match self {
+            Transform::UrlDecode => HAS_PCT_PLUS,
+            Transform::HtmlEntityDecode => HAS_AMP,
+            Transform::Lowercase => HAS_UPPER,
+            Transform::RemoveNulls => HAS_NUL,
+            Transform::CompressWhitespace | Transform::RemoveWhitespace => HAS_SPACE,
+            Transform::NormalizePath => HAS_BACKSLASH | HAS_SLASH_DOT,
+            Transform::JsDecode | Transform::CssDecode => HAS_BACKSLASH,
+            Transform::CmdLine => HAS_CMD,
+            Transform::Base64Decode => return false,
+        };
+        s.0 & needs == 0
+    }
+}
+
 /// Applies a chain in order.
 pub fn apply_all<'a>(chain: &[Transform], v: &'a [u8]) -> Cow<'a, [u8]> {
     chain.iter().fold(Cow::Borrowed(v), |acc, t| t.apply(acc))
@@ -525,5 +609,55 @@ mod tests {
         assert_eq!(t(Transform::Lowercase, "SeLeCt"), "select");
         let chain = [Transform::UrlDecode, Transform::Lowercase];
         assert_eq!(apply_all(&chain, b"%53ELECT").as_ref(), b"select");
+    }
+
+    #[test]
+    fn a_step_the_summary_skips_would_change_nothing() {
+        let all = [
+            Transform::UrlDecode,
+            Transform::HtmlEntityDecode,
+            Transform::Lowercase,
+            Transform::RemoveNulls,
+            Transform::CompressWhitespace,
+            Transform::RemoveWhitespace,
+            Transform::NormalizePath,
+            Transform::Base64Decode,
+            Transform::JsDecode,
+            Transform::CssDecode,
+            Transform::CmdLine,
+        ];
+        let mut values: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+        for a in 0..=255u8 {
+            for b in [b'a', b'/', b'.', b' ', b'\\', b'%', b'&', b'A', 0, b'\t'] {
+                values.push(vec![a, b]);
+                values.push(vec![b, a, b]);
+            }
+        }
+        for v in [
+            "blue shoes",
+            "/api/v1/orders",
+            "a//b/./c",
+            "../x",
+            "Mozilla/5.0 (X11)",
+            "x  y",
+            "a\\x41",
+            "&lt;b&gt;",
+            "sort=-created_at",
+            "aGVsbG8gd29ybGQ=",
+        ] {
+            values.push(v.as_bytes().to_vec());
+        }
+        for v in &values {
+            let s = Summary::of(v);
+            for t in all {
+                if t.leaves_unchanged(s) {
+                    assert_eq!(
+                        t.apply(Cow::Borrowed(v)).as_ref(),
+                        v.as_slice(),
+                        "{t:?} on {v:?}"
+                    );
+                }
+            }
+        }
     }
 }
