@@ -31,6 +31,9 @@ pub struct Metrics {
     pub access_log_dropped: IntCounter,
     pub auth_failures: IntCounterVec,
     pub ratelimited: IntCounterVec,
+    /// Upstream failures by pool and kind (every failed connect attempt,
+    /// and every failure once a backend was reached).
+    pub upstream_errors: IntCounterVec,
     pub redis_errors: IntCounter,
     pub redis_up: prometheus::IntGauge,
     pub config_reloads: IntCounterVec,
@@ -78,6 +81,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["route", "reason"]
     )
     .expect("register frontdesk_auth_failures_total"),
+    upstream_errors: register_int_counter_vec!(
+        "frontdesk_upstream_errors_total",
+        "Upstream failures by upstream and kind: connect, connect_timeout, read_timeout, write_timeout, closed, reset, invalid_response, other",
+        &["upstream", "kind"]
+    )
+    .expect("register frontdesk_upstream_errors_total"),
     ratelimited: register_int_counter_vec!(
         "frontdesk_ratelimited_total",
         "Requests refused by a rate limit or concurrency cap, by route and limit",

@@ -112,6 +112,7 @@ pub struct RequestCtx {
     cache_status: Option<&'static str>,
     /// The client is on `[waf] allow_ips`: no WAF for this request.
     waf_allowed: bool,
+
 }
 
 impl Default for RequestCtx {
@@ -150,6 +151,7 @@ impl RequestCtx {
             norm_path: None,
             cache_status: None,
             waf_allowed: false,
+
         }
     }
 
@@ -389,6 +391,32 @@ fn classify(e: &Error, ctx: &RequestCtx) -> (u16, String) {
             (400, format!("malformed request: {}", describe(e.etype())))
         }
         _ => (500, format!("internal error: {}", describe(e.etype()))),
+    }
+}
+
+/// The `kind` label of `frontdesk_upstream_errors_total`.
+fn upstream_error_kind(et: &ErrorType) -> &'static str {
+    match et {
+        ErrorType::ConnectTimedout => "connect_timeout",
+        ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::SocketError
+        | ErrorType::BindError
+        | ErrorType::TLSHandshakeFailure
+        | ErrorType::HandshakeError
+        | ErrorType::InvalidCert
+        | ErrorType::TLSWantX509Lookup => "connect",
+        ErrorType::ReadTimedout => "read_timeout",
+        ErrorType::WriteTimedout => "write_timeout",
+        ErrorType::ConnectionClosed => "closed",
+        ErrorType::ReadError | ErrorType::WriteError => "reset",
+        ErrorType::InvalidHTTPHeader
+        | ErrorType::H1Error
+        | ErrorType::H2Error
+        | ErrorType::InvalidH2
+        | ErrorType::H2Downgrade => "invalid_response",
+        _ => "other",
     }
 }
 
@@ -1138,6 +1166,10 @@ impl ProxyHttp for Frontdesk {
         mut e: Box<Error>,
     ) -> Box<Error> {
         ctx.failure = Some(classify(&e, ctx));
+        METRICS
+            .upstream_errors
+            .with_label_values(&[ctx.pool_name(), upstream_error_kind(e.etype())])
+            .inc();
         let retries = ctx.route.as_ref().map_or(0, |r| r.pool.settings.retries);
         if ctx.tried.len() <= retries {
             e.set_retry(true);
@@ -1278,6 +1310,19 @@ impl ProxyHttp for Frontdesk {
                 .filter(|s| *s > 0)
                 .unwrap_or(499),
         };
+        // A failure once a backend was reached (connect failures were
+        // counted per attempt in fail_to_connect).
+        if let Some(e) = e.filter(|e| e.esource() == &ErrorSource::Upstream) {
+            let kind = upstream_error_kind(e.etype());
+            if !matches!(e.etype(), ErrorType::HTTPStatus(_))
+                && !matches!(kind, "connect" | "connect_timeout")
+            {
+                METRICS
+                    .upstream_errors
+                    .with_label_values(&[ctx.pool_name(), kind])
+                    .inc();
+            }
+        }
         let req = session.req_header();
         let route_name = ctx.route.as_ref().map(|r| r.name.as_str());
         let mut status_buf = itoa_status(status);
