@@ -112,7 +112,6 @@ pub struct RequestCtx {
     cache_status: Option<&'static str>,
     /// The client is on `[waf] allow_ips`: no WAF for this request.
     waf_allowed: bool,
-
 }
 
 impl Default for RequestCtx {
@@ -151,7 +150,6 @@ impl RequestCtx {
             norm_path: None,
             cache_status: None,
             waf_allowed: false,
-
         }
     }
 
@@ -459,6 +457,65 @@ impl Reply {
 /// Fills `ctx`; returns the reply to send when the request goes no further.
 /// Kept apart from the hook so it can be tested and benchmarked without a
 /// Pingora session.
+const SMUGGLING: &str = "the request has both Content-Length and Transfer-Encoding (a request smuggling pattern); send one of them";
+
+/// Pingora drops Content-Length from a request that also has
+/// Transfer-Encoding (and goes by the latter, closing the connection after
+/// the response), so the header map no longer shows the conflict: look at
+/// the header block as the client sent it.
+fn te_hid_a_content_length(session: &Session) -> bool {
+    let req = session.req_header();
+    if !req.headers.contains_key(header::TRANSFER_ENCODING) {
+        return false;
+    }
+    let Some(h1) = session.as_downstream().as_http1() else {
+        return false;
+    };
+    let raw = h1.get_headers_raw_bytes();
+    raw.split(|b| *b == b'\n').skip(1).any(|line| {
+        line.split(|b| *b == b':')
+            .next()
+            .is_some_and(|name| name.trim_ascii().eq_ignore_ascii_case(b"content-length"))
+    })
+}
+
+/// Request framing that two HTTP parsers could read differently (the
+/// gateway and a backend): the request smuggling patterns. RFC 9112 §6.1
+/// lets a server either reject a request with both Content-Length and
+/// Transfer-Encoding or go by Transfer-Encoding; a gateway rejects it, and
+/// anything but exactly one `chunked` coding, and any Content-Length that
+/// is not one plain number.
+fn framing_problem(req: &RequestHeader) -> Option<String> {
+    let lengths: Vec<&[u8]> = req
+        .headers
+        .get_all(header::CONTENT_LENGTH)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    let codings: Vec<&[u8]> = req
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    if !codings.is_empty() && !lengths.is_empty() {
+        return Some(SMUGGLING.into());
+    }
+    match lengths.as_slice() {
+        [] => {}
+        [one] if !one.is_empty() && one.iter().all(u8::is_ascii_digit) => {}
+        [_] => return Some("Content-Length must be one decimal number".into()),
+        _ => return Some("the request has more than one Content-Length header".into()),
+    }
+    match codings.as_slice() {
+        [] => None,
+        [one] if one.trim_ascii().eq_ignore_ascii_case(b"chunked") => (req.version
+            == http::Version::HTTP_10)
+            .then(|| "Transfer-Encoding is not allowed in HTTP/1.0".into()),
+        _ => Some("Transfer-Encoding must be exactly \"chunked\" (one header, one coding)".into()),
+    }
+}
+
 pub fn admit(gw: &Gateway, req: &RequestHeader, ctx: &mut RequestCtx) -> Option<Reply> {
     ctx.request_id = match req
         .headers
@@ -478,6 +535,10 @@ pub fn admit(gw: &Gateway, req: &RequestHeader, ctx: &mut RequestCtx) -> Option<
             gw.limits.max_header_size
         );
         return Some(Reply::error(431, msg));
+    }
+
+    if let Some(problem) = framing_problem(req) {
+        return Some(Reply::error(400, problem));
     }
 
     let path = match normalize_path(req.uri.path()) {
@@ -968,6 +1029,10 @@ impl ProxyHttp for Frontdesk {
             if let Some(waf) = &gw.waf {
                 verdict = screen_ip(waf, session, ctx);
             }
+        }
+        if verdict.is_none() && !subrequest && te_hid_a_content_length(session) {
+            ctx.request_id = new_request_id();
+            verdict = Some(Reply::error(400, SMUGGLING.into()));
         }
         if verdict.is_none() {
             verdict = admit(&gw, session.req_header(), ctx);

@@ -55,7 +55,9 @@ async fn misbehave(mut s: TcpStream) {
                 return;
             }
             "/garbage" => {
-                let _ = s.write_all(b"\x16\x03\x01\x00\xa5hello, not http\r\n\r\n").await;
+                let _ = s
+                    .write_all(b"\x16\x03\x01\x00\xa5hello, not http\r\n\r\n")
+                    .await;
                 return;
             }
             "/bad-header" => {
@@ -222,11 +224,19 @@ async fn misbehaving_backends_get_the_right_status_and_the_gateway_keeps_serving
 
     // A pooled connection the backend closed while idle: the next request
     // is not lost to it.
-    let r = c.get(gw.url("/then-idle-close")).send().await.expect("idle");
+    let r = c
+        .get(gw.url("/then-idle-close"))
+        .send()
+        .await
+        .expect("idle");
     assert_eq!(r.status(), 200);
     tokio::time::sleep(Duration::from_millis(400)).await;
     let r = c.get(gw.url("/ok")).send().await.expect("after idle close");
-    assert_eq!(r.status(), 200, "a request was lost to a dead pooled connection");
+    assert_eq!(
+        r.status(),
+        200,
+        "a request was lost to a dead pooled connection"
+    );
 
     let m = metrics(&gw).await;
     assert!(metric_value(&m, "closed") >= 1, "{m}");

@@ -1,0 +1,181 @@
+//! Protocol abuse from clients, on raw sockets against the real binary:
+//! request smuggling, oversized request lines, encoded traversal, NULs and
+//! overlong UTF-8 in paths, clients that stall mid-request.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{client, upstream, Backend, Gateway};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Writes `raw` on a fresh connection and reads until the gateway closes
+/// it (or 3 s pass): every response it sent, as text.
+async fn exchange(gw: &Gateway, raw: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .expect("connect");
+    s.write_all(raw).await.expect("write");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => out.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn statuses(answer: &str) -> Vec<u16> {
+    answer
+        .match_indices("HTTP/1.1 ")
+        .filter_map(|(i, _)| answer.get(i + 9..i + 12)?.parse().ok())
+        .collect()
+}
+
+async fn gateway() -> (Backend, Gateway) {
+    let b = Backend::start("app").await;
+    let body = format!(
+        "{}\n[[routes]]\nname = \"admin\"\npath_prefix = \"/admin\"\nupstream = \"app\"\n\n[[routes]]\nname = \"public\"\npath_prefix = \"/public\"\nstrip_prefix = true\nupstream = \"app\"\n",
+        upstream("app", &[&b], "")
+    );
+    let gw = Gateway::start("keepalive_timeout = \"1s\"", &body).await;
+    (b, gw)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_attempts_get_400_and_never_reach_the_backend_twice() {
+    let (b, gw) = gateway().await;
+    let smuggled = "GET /public/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "CL.TE",
+            format!("POST /public/a HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"),
+        ),
+        (
+            "TE.CL",
+            format!("POST /public/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n2c\r\n{smuggled}\r\n0\r\n\r\n"),
+        ),
+        (
+            "duplicate Content-Length",
+            format!("POST /public/a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: {}\r\n\r\nabc{smuggled}", 3 + smuggled.len()),
+        ),
+        (
+            "Content-Length list",
+            format!("POST /public/a HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 40\r\n\r\nabc{smuggled}"),
+        ),
+        (
+            "obfuscated TE (xchunked)",
+            format!("POST /public/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\nContent-Length: 3\r\n\r\nabc{smuggled}"),
+        ),
+        (
+            "obfuscated TE (chunked, identity)",
+            format!("POST /public/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n{smuggled}"),
+        ),
+        (
+            "space before colon",
+            format!("POST /public/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\nContent-Length: 3\r\n\r\nabc{smuggled}"),
+        ),
+    ];
+    for (name, raw) in &cases {
+        let before = b.hits();
+        let answer = exchange(&gw, raw.as_bytes()).await;
+        let st = statuses(&answer);
+        assert!(
+            st.first().is_some_and(|s| (400..500).contains(s)),
+            "{name}: expected a 4xx, got {st:?}:\n{answer}"
+        );
+        assert!(
+            st.len() == 1,
+            "{name}: the gateway answered a second (smuggled) request: {st:?}\n{answer}"
+        );
+        assert_eq!(b.hits(), before, "{name}: reached the backend");
+    }
+    // The listener still serves.
+    let r = client()
+        .get(gw.url("/public/ok"))
+        .send()
+        .await
+        .expect("after");
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_lines_encoded_traversal_and_stalled_clients() {
+    let (b, gw) = gateway().await;
+
+    // A request line over the header budget (32 KiB): refused, not read on.
+    let long = format!(
+        "GET /public/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(40 * 1024)
+    );
+    let st = statuses(&exchange(&gw, long.as_bytes()).await);
+    assert!(
+        st.first().is_some_and(|s| [400, 414, 431].contains(s)),
+        "long request line: {st:?}"
+    );
+    assert_eq!(b.hits(), 0);
+
+    // Dot segments, encoded or doubly encoded, NULs and overlong UTF-8:
+    // what the backend is sent is the normalized path, never one that
+    // climbs out of the route's prefix.
+    let c = client();
+    for (path, want_status, backend_path) in [
+        ("/public/a/%2e%2e/b", 200, Some("/b")),
+        ("/public/%2e%2e/%2e%2e/admin", 200, Some("/admin")),
+        ("/public/..%2fadmin", 200, Some("/..%2Fadmin")),
+        ("/public/%252e%252e/x", 200, Some("/%252e%252e/x")),
+        ("/public/%c0%ae%c0%ae/x", 200, Some("/%C0%AE%C0%AE/x")),
+        ("/public/a%00b", 200, Some("/a%00b")),
+        ("/public/%zz", 400, None),
+    ] {
+        let r = c.get(gw.url(path)).send().await.expect(path);
+        assert_eq!(r.status(), want_status, "{path}");
+        let json: serde_json::Value = r.json().await.expect("JSON");
+        if let Some(p) = backend_path {
+            assert_eq!(json["path"], p, "{path}: {json}");
+        }
+        // /public/../../admin decodes to /admin: it is the admin route's
+        // request (and nothing of /public is stripped from it).
+    }
+
+    // A client that stops mid-headers is disconnected by the read timeout
+    // (60 s on a first request, `keepalive_timeout` after one), and while
+    // it hangs, others are served.
+    let mut stalled = TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .expect("connect");
+    stalled
+        .write_all(b"GET /public/1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("first request");
+    let mut buf = vec![0u8; 8192];
+    let n = stalled.read(&mut buf).await.expect("first answer");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    stalled
+        .write_all(b"GET /public/2 HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+        .await
+        .expect("half a request");
+    let mut others = Vec::new();
+    for _ in 0..100 {
+        others.push(
+            TcpStream::connect(("127.0.0.1", gw.port))
+                .await
+                .expect("idle conn"),
+        );
+    }
+    let r = c
+        .get(gw.url("/public/served"))
+        .send()
+        .await
+        .expect("others");
+    assert_eq!(r.status(), 200, "a stalled client starved the others");
+    let closed = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the stalled connection was not closed: {closed:?}"
+    );
+    drop(others);
+}
