@@ -44,6 +44,26 @@ pub enum StartError {
 }
 
 /// Builds the server and runs it until shutdown. Returns only on a startup error.
+/// HTTP/2 limits for client connections, stated rather than inherited:
+/// at most 100 streams open at once per connection, a 64 KiB decoded
+/// header list, at most 20 streams the client resets before the gateway
+/// accepted them and 1,024 streams the gateway had to reset for protocol
+/// errors (past either, the connection gets GOAWAY: the "rapid reset"
+/// flood, CVE-2023-44487), and at most 400 KiB queued for sending per
+/// stream.
+pub fn h2_limits() -> pingora::protocols::http::v2::server::H2Options {
+    let mut o = pingora::protocols::http::v2::server::H2Options::default();
+    o.max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(64 * 1024)
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(Some(1024))
+        .max_send_buffer_size(400 * 1024);
+    o
+}
+
+/// Streams one HTTP/2 client connection may have open at once.
+pub const H2_MAX_STREAMS: u32 = 100;
+
 pub fn run(opts: RunOptions<'_>) -> Result<(), StartError> {
     if opts.demo {
         crate::demo::ensure_demo_secret();
@@ -80,6 +100,7 @@ pub fn run(opts: RunOptions<'_>) -> Result<(), StartError> {
         },
     );
     app.server_options = Some(server_options);
+    app.h2_options = Some(h2_limits());
     let mut proxy = Service::new(
         "frontdesk".to_string(),
         crate::drain::Draining {

@@ -179,3 +179,99 @@ async fn oversized_lines_encoded_traversal_and_stalled_clients() {
     );
     drop(others);
 }
+
+/// HTTP/2 (cleartext, prior knowledge) on one connection: more streams at
+/// once than the gateway allows are queued by the client, never refused
+/// or lost; a flood of streams reset right after they open ("rapid
+/// reset") ends with the connection closed by the gateway, and the gateway
+/// goes on serving other clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_and_resets_stay_bounded() {
+    let b = Backend::start("app").await;
+    let body = format!(
+        "{}\n[[routes]]\nname = \"app\"\nupstream = \"app\"\n",
+        upstream("app", &[&b], "")
+    );
+    let gw = Gateway::start("h2c = true", &body).await;
+
+    let tcp = TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .expect("connect");
+    let (send, mut conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let many = async move {
+        let mut send = send;
+        // One exchange first, so that the gateway's SETTINGS (its stream
+        // limit) have arrived; streams opened before that may be refused
+        // with REFUSED_STREAM, which a client retries (never processed).
+        send = send.ready().await.expect("ready");
+        let req = http::Request::get("http://127.0.0.1/first")
+            .body(())
+            .expect("request");
+        let (resp, _) = send.send_request(req, true).expect("send");
+        assert_eq!(resp.await.expect("first").status(), 200);
+        let mut pending = Vec::new();
+        for i in 0..300 {
+            send = send.ready().await.expect("stream slot");
+            let req = http::Request::get(format!("http://127.0.0.1/many/{i}"))
+                .body(())
+                .expect("request");
+            let (resp, _) = send.send_request(req, true).expect("send");
+            pending.push(resp);
+        }
+        let mut ok = 0;
+        for resp in pending {
+            let r = resp.await.expect("response");
+            ok += usize::from(r.status() == 200);
+        }
+        ok
+    };
+    let ok = tokio::select! {
+        ok = many => ok,
+        r = &mut conn => panic!("the connection ended first: {r:?}"),
+    };
+    assert_eq!(ok, 300, "every queued stream was answered");
+    // The gateway's SETTINGS: how many streams may be open at once.
+    let advertised = conn.max_concurrent_send_streams();
+    assert_eq!(advertised, frontdesk::server::H2_MAX_STREAMS as usize);
+
+    // Rapid reset: open and cancel streams as fast as possible.
+    let tcp = TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .expect("connect");
+    let (send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let conn_task = tokio::spawn(conn);
+    let mut send = Some(send);
+    let mut opened = 0;
+    while let Some(s) = send.take() {
+        let Ok(mut s) = s.ready().await else { break };
+        let req = http::Request::get("http://127.0.0.1/reset")
+            .body(())
+            .expect("request");
+        match s.send_request(req, false) {
+            Ok((_, mut stream)) => {
+                stream.send_reset(h2::Reason::CANCEL);
+                opened += 1;
+            }
+            Err(_) => break,
+        }
+        if opened < 20_000 {
+            send = Some(s);
+        }
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(10), conn_task).await;
+    assert!(
+        opened < 20_000 && closed.is_ok(),
+        "{opened} reset streams and the connection is still open"
+    );
+    assert!(
+        format!("{closed:?}").contains("GoAway"),
+        "the gateway should end the flood with GOAWAY: {closed:?}"
+    );
+    assert!(
+        b.hits() <= 301 + opened,
+        "more backend requests than streams ({})",
+        b.hits()
+    );
+    let r = client().get(gw.url("/after")).send().await.expect("after");
+    assert_eq!(r.status(), 200, "the gateway stopped serving");
+}
