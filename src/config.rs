@@ -266,6 +266,9 @@ pub struct ServerSection {
     /// Largest request header block (request line + headers); bigger gets 431.
     #[serde(default = "default_max_header_size")]
     pub max_header_size: ByteSize,
+    /// Longest request target (path and query); longer gets 414.
+    #[serde(default = "default_max_uri_length")]
+    pub max_uri_length: ByteSize,
     /// How long in-flight requests may finish on shutdown or upgrade.
     #[serde(default = "default_grace_period", with = "humantime_serde")]
     pub grace_period: Duration,
@@ -433,6 +436,7 @@ impl Default for ServerSection {
             h2c: false,
             max_request_body: default_max_request_body(),
             max_header_size: default_max_header_size(),
+            max_uri_length: default_max_uri_length(),
             grace_period: default_grace_period(),
             drain_idle_connections: default_drain_idle(),
             pid_file: default_pid_file(),
@@ -459,6 +463,9 @@ fn default_max_request_body() -> ByteSize {
 }
 fn default_max_header_size() -> ByteSize {
     ByteSize::kib(32)
+}
+fn default_max_uri_length() -> ByteSize {
+    ByteSize::kib(8)
 }
 fn default_grace_period() -> Duration {
     Duration::from_secs(30)

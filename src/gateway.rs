@@ -66,6 +66,8 @@ pub struct Route {
 pub struct RequestLimits {
     pub max_request_body: u64,
     pub max_header_size: usize,
+    /// Longest request target (path and query) accepted.
+    pub max_uri_length: usize,
     /// Idle time allowed between requests on a client keep-alive connection.
     pub keepalive_timeout_secs: u64,
 }
@@ -434,6 +436,10 @@ pub fn compile_with(
     let max_header_size = usize::try_from(server.max_header_size.as_u64()).unwrap_or(usize::MAX);
     if max_header_size < 1024 {
         cx.err("server.max_header_size", "must be at least 1KiB");
+    }
+    let max_uri_length = usize::try_from(server.max_uri_length.as_u64()).unwrap_or(usize::MAX);
+    if max_uri_length < 256 {
+        cx.err("server.max_uri_length", "must be at least 256B");
     }
     let access_log = AccessLogTarget::parse(&server.access_log, &loaded.base_dir);
     if let AccessLogTarget::File(p) = &access_log {
@@ -1188,6 +1194,7 @@ pub fn compile_with(
             limits: RequestLimits {
                 max_request_body: server.max_request_body.as_u64(),
                 max_header_size,
+                max_uri_length,
                 keepalive_timeout_secs: server.keepalive_timeout.as_secs().max(1),
             },
             access_log,

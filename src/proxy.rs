@@ -529,6 +529,14 @@ pub fn admit(gw: &Gateway, req: &RequestHeader, ctx: &mut RequestCtx) -> Option<
         None => new_request_id(),
     };
 
+    let uri_len = req.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    if uri_len > gw.limits.max_uri_length {
+        let msg = format!(
+            "the request target ({uri_len} bytes) exceeds server.max_uri_length ({} bytes)",
+            gw.limits.max_uri_length
+        );
+        return Some(Reply::error(414, msg));
+    }
     if header_block_size(req) > gw.limits.max_header_size {
         let msg = format!(
             "request headers exceed server.max_header_size ({} bytes)",
