@@ -285,6 +285,9 @@ pub struct ServerSection {
     /// How long an idle client keep-alive connection is kept open.
     #[serde(default = "default_keepalive_timeout", with = "humantime_serde")]
     pub keepalive_timeout: Duration,
+    /// Longest pause while the client sends a request body; 408 after.
+    #[serde(default = "default_client_timeout", with = "humantime_serde")]
+    pub client_timeout: Duration,
     /// Proxies (CIDRs) whose X-Forwarded-For is believed for the client address.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
@@ -442,6 +445,7 @@ impl Default for ServerSection {
             pid_file: default_pid_file(),
             upgrade_socket: default_upgrade_socket(),
             keepalive_timeout: default_keepalive_timeout(),
+            client_timeout: default_client_timeout(),
             trusted_proxies: Vec::new(),
             max_requests_per_ip: None,
             cache: ServerCacheSection::default(),
@@ -475,6 +479,9 @@ fn default_pid_file() -> String {
 }
 fn default_upgrade_socket() -> String {
     "/tmp/frontdesk_upgrade.sock".to_string()
+}
+fn default_client_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_keepalive_timeout() -> Duration {
     Duration::from_secs(60)

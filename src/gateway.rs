@@ -68,6 +68,8 @@ pub struct RequestLimits {
     pub max_header_size: usize,
     /// Longest request target (path and query) accepted.
     pub max_uri_length: usize,
+    /// Longest pause allowed while a client sends a request body.
+    pub client_timeout: Duration,
     /// Idle time allowed between requests on a client keep-alive connection.
     pub keepalive_timeout_secs: u64,
 }
@@ -436,6 +438,9 @@ pub fn compile_with(
     let max_header_size = usize::try_from(server.max_header_size.as_u64()).unwrap_or(usize::MAX);
     if max_header_size < 1024 {
         cx.err("server.max_header_size", "must be at least 1KiB");
+    }
+    if server.client_timeout < Duration::from_secs(1) {
+        cx.err("server.client_timeout", "must be at least 1s");
     }
     let max_uri_length = usize::try_from(server.max_uri_length.as_u64()).unwrap_or(usize::MAX);
     if max_uri_length < 256 {
@@ -1195,6 +1200,7 @@ pub fn compile_with(
                 max_request_body: server.max_request_body.as_u64(),
                 max_header_size,
                 max_uri_length,
+                client_timeout: server.client_timeout,
                 keepalive_timeout_secs: server.keepalive_timeout.as_secs().max(1),
             },
             access_log,

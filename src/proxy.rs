@@ -1012,6 +1012,11 @@ impl ProxyHttp for Frontdesk {
         if session.get_keepalive().is_some() {
             session.set_keepalive(Some(gw.limits.keepalive_timeout_secs));
         }
+        // How long the client may pause while sending its body (a slow
+        // body is cut off with 408 instead of holding a connection).
+        session
+            .as_downstream_mut()
+            .set_read_timeout(Some(gw.limits.client_timeout));
         ctx.peer_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())

@@ -41,7 +41,7 @@ async fn gateway() -> (Backend, Gateway) {
         "{}\n[[routes]]\nname = \"admin\"\npath_prefix = \"/admin\"\nupstream = \"app\"\n\n[[routes]]\nname = \"public\"\npath_prefix = \"/public\"\nstrip_prefix = true\nupstream = \"app\"\n",
         upstream("app", &[&b], "")
     );
-    let gw = Gateway::start("keepalive_timeout = \"1s\"", &body).await;
+    let gw = Gateway::start("keepalive_timeout = \"1s\"\nclient_timeout = \"1s\"", &body).await;
     (b, gw)
 }
 
@@ -182,6 +182,19 @@ async fn oversized_lines_encoded_traversal_and_stalled_clients() {
         "the stalled connection was not closed: {closed:?}"
     );
     drop(others);
+
+    // A body that stops coming: 408 after client_timeout, connection closed.
+    let answer = exchange(
+        &gw,
+        b"POST /public/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789",
+    )
+    .await;
+    assert_eq!(
+        statuses(&answer).first(),
+        Some(&408),
+        "slow body:\n{answer}"
+    );
+    assert!(answer.contains("too slow"), "{answer}");
 }
 
 /// HTTP/2 (cleartext, prior knowledge) on one connection: more streams at

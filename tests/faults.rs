@@ -270,3 +270,79 @@ async fn a_refused_connection_is_counted_and_answered_502() {
     let m = metrics(&gw).await;
     assert_eq!(metric_value(&m, "connect"), 1, "{m}");
 }
+
+/// A target whose health check alternates between passing and failing:
+/// with `healthy_threshold = 2` it never earns its way back, so it gets no
+/// traffic while it flaps (the stable target takes it all), and it is
+/// checked at the configured interval, not more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_target_is_kept_out_and_not_hammered() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let checks = Arc::new(AtomicUsize::new(0));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let flapping = l.local_addr().expect("addr");
+    let (c2, h2) = (checks.clone(), hits.clone());
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let (c, h) = (c2.clone(), h2.clone());
+            tokio::spawn(async move {
+                while let Some(path) = read_head(&mut s).await {
+                    let answer: &[u8] = if path == "/healthz" {
+                        // Fail first, then alternate.
+                        if c.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+                            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"
+                        } else {
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+                        }
+                    } else {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                    };
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let stable = Backend::start("stable").await;
+    let body = format!(
+        "[upstreams.pool]\ntargets = [\"{}\", \"{flapping}\"]\n[upstreams.pool.health_check]\npath = \"/healthz\"\ninterval = \"100ms\"\nunhealthy_threshold = 1\nhealthy_threshold = 2\n\n[[routes]]\nname = \"r\"\nupstream = \"pool\"\n",
+        stable.addr
+    );
+    let gw = Gateway::start("", &body).await;
+    // Let the first (failing) check take it out.
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            checks.load(Ordering::SeqCst) >= 2
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = hits.load(Ordering::SeqCst);
+    let c = client();
+    for i in 0..60 {
+        let r = c
+            .get(gw.url(&format!("/x{i}")))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200);
+        if i % 10 == 0 {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+    }
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        before,
+        "the flapping target got traffic"
+    );
+    assert_eq!(stable.hits(), 60);
+    // Checked about once per interval: over the test's second or two,
+    // tens of checks, not hundreds.
+    let n = checks.load(Ordering::SeqCst);
+    assert!(n < 100, "{n} health checks");
+    task.abort();
+}
