@@ -199,20 +199,6 @@ fn shipped_engine() -> &'static Engine {
     })
 }
 
-const TRANSFORMS: [Transform; 11] = [
-    Transform::UrlDecode,
-    Transform::HtmlEntityDecode,
-    Transform::Lowercase,
-    Transform::RemoveNulls,
-    Transform::CompressWhitespace,
-    Transform::RemoveWhitespace,
-    Transform::NormalizePath,
-    Transform::Base64Decode,
-    Transform::JsDecode,
-    Transform::CssDecode,
-    Transform::CmdLine,
-];
-
 proptest! {
     #![proptest_config(cases(1500))]
 
@@ -222,7 +208,7 @@ proptest! {
     #[test]
     fn transforms_take_any_bytes(v in prop::collection::vec(any::<u8>(), 0..96)) {
         let s = Summary::of(&v);
-        for t in TRANSFORMS {
+        for t in Transform::ALL {
             let out = t.apply(std::borrow::Cow::Borrowed(&v));
             if t.leaves_unchanged(s) {
                 prop_assert_eq!(out.as_ref(), v.as_slice(), "{:?}", t);

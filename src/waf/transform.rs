@@ -49,6 +49,21 @@ impl Transform {
         })
     }
 
+    /// Every transform (for tests that try them all).
+    pub const ALL: [Transform; 11] = [
+        Transform::UrlDecode,
+        Transform::HtmlEntityDecode,
+        Transform::Lowercase,
+        Transform::RemoveNulls,
+        Transform::CompressWhitespace,
+        Transform::RemoveWhitespace,
+        Transform::NormalizePath,
+        Transform::Base64Decode,
+        Transform::JsDecode,
+        Transform::CssDecode,
+        Transform::CmdLine,
+    ];
+
     pub const NAMES: &'static str = "url_decode, url_decode_uni, html_entity_decode, lowercase, remove_nulls, compress_whitespace, remove_whitespace, normalize_path, base64_decode, js_decode, css_decode, cmdline";
 
     pub fn apply<'a>(self, v: Cow<'a, [u8]>) -> Cow<'a, [u8]> {
@@ -613,19 +628,6 @@ mod tests {
 
     #[test]
     fn a_step_the_summary_skips_would_change_nothing() {
-        let all = [
-            Transform::UrlDecode,
-            Transform::HtmlEntityDecode,
-            Transform::Lowercase,
-            Transform::RemoveNulls,
-            Transform::CompressWhitespace,
-            Transform::RemoveWhitespace,
-            Transform::NormalizePath,
-            Transform::Base64Decode,
-            Transform::JsDecode,
-            Transform::CssDecode,
-            Transform::CmdLine,
-        ];
         let mut values: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
         for a in 0..=255u8 {
             for b in [b'a', b'/', b'.', b' ', b'\\', b'%', b'&', b'A', 0, b'\t'] {
@@ -649,7 +651,7 @@ mod tests {
         }
         for v in &values {
             let s = Summary::of(v);
-            for t in all {
+            for t in Transform::ALL {
                 if t.leaves_unchanged(s) {
                     assert_eq!(
                         t.apply(Cow::Borrowed(v)).as_ref(),
