@@ -5,6 +5,8 @@
 //! Each states an invariant, not just "no panic". `PROPTEST_CASES=N`
 //! runs more cases; `benches/fuzz.sh` runs the long version.
 
+mod common;
+
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -439,4 +441,96 @@ proptest! {
         let anon = cache.key(&KeyParts { tls: false, host: &host, path: &path, query: None, consumer: None });
         prop_assert_ne!(ka.primary_bin(), anon.primary_bin());
     }
+}
+
+/// What `frontdesk check` accepts starts: generated configs (the strategy
+/// above, a fixed seed) that load and compile are run by the real binary,
+/// which must come up and accept connections.
+#[test]
+fn accepted_configs_start() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
+    );
+    let strategy = config_text();
+    let mut started = 0;
+    for _ in 0..200 {
+        if started == 12 {
+            break;
+        }
+        let text = strategy.new_tree(&mut runner).expect("a config").current();
+        let accepted = frontdesk::config::parse_str(&text, Path::new("c.toml"), Path::new("."))
+            .ok()
+            .is_some_and(|l| frontdesk::gateway::compile(&l).is_ok());
+        if !accepted {
+            continue;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = common::free_port();
+        let d = dir.path().display();
+        let text = text.replacen(
+            "listen = [\"127.0.0.1:1\"]",
+            &format!("listen = [\"127.0.0.1:{port}\"]\npid_file = \"{d}/pid\"\nupgrade_socket = \"{d}/upgrade.sock\"\naccess_log = \"off\""),
+            1,
+        );
+        // TOML refuses a key given twice, and the generated keys may set
+        // access_log too: keep ours.
+        let text = dedupe_server_keys(&text);
+        let conf = dir.path().join("frontdesk.toml");
+        std::fs::write(&conf, &text).expect("write");
+        let (code, out) = common::check(&conf);
+        assert_eq!(code, Some(0), "check refused what compiled:\n{text}\n{out}");
+        let mut child = std::process::Command::new(common::binary())
+            .args(["run", "-c"])
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start frontdesk");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let up = loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break true;
+            }
+            if child.try_wait().ok().flatten().is_some() || std::time::Instant::now() > deadline {
+                break false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let _ = child.kill();
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            up,
+            "check accepted a config that does not start:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        started += 1;
+    }
+    assert!(
+        started >= 5,
+        "only {started} generated configs were accepted"
+    );
+}
+
+/// Keeps the first occurrence of each key in `[server]`.
+fn dedupe_server_keys(text: &str) -> String {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut in_server = false;
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.starts_with('[') {
+            in_server = line == "[server]";
+        } else if in_server {
+            if let Some((k, _)) = line.split_once('=') {
+                if !seen.insert(k.trim().to_string()) {
+                    continue;
+                }
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
