@@ -280,10 +280,13 @@ async fn http2_streams_and_resets_stay_bounded() {
         opened < 20_000 && closed.is_ok(),
         "{opened} reset streams and the connection is still open"
     );
-    assert!(
-        format!("{closed:?}").contains("GoAway"),
-        "the gateway should end the flood with GOAWAY: {closed:?}"
-    );
+    // The gateway ends it with GOAWAY (ENHANCE_YOUR_CALM) and closes; a
+    // client still writing may see the closed socket before the GOAWAY.
+    let ended = match &closed {
+        Ok(Ok(Err(e))) => e.is_go_away() || e.is_io(),
+        _ => false,
+    };
+    assert!(ended, "the gateway should end the flood: {closed:?}");
     assert!(
         b.hits() <= 301 + opened,
         "more backend requests than streams ({})",
