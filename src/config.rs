@@ -285,6 +285,9 @@ pub struct ServerSection {
     /// How long an idle client keep-alive connection is kept open.
     #[serde(default = "default_keepalive_timeout", with = "humantime_serde")]
     pub keepalive_timeout: Duration,
+    /// How long a new connection may take to send its first request head.
+    #[serde(default = "default_header_timeout", with = "humantime_serde")]
+    pub header_timeout: Duration,
     /// Longest pause while the client sends a request body; 408 after.
     #[serde(default = "default_client_timeout", with = "humantime_serde")]
     pub client_timeout: Duration,
@@ -446,6 +449,7 @@ impl Default for ServerSection {
             upgrade_socket: default_upgrade_socket(),
             keepalive_timeout: default_keepalive_timeout(),
             client_timeout: default_client_timeout(),
+            header_timeout: default_header_timeout(),
             trusted_proxies: Vec::new(),
             max_requests_per_ip: None,
             cache: ServerCacheSection::default(),
@@ -479,6 +483,9 @@ fn default_pid_file() -> String {
 }
 fn default_upgrade_socket() -> String {
     "/tmp/frontdesk_upgrade.sock".to_string()
+}
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(15)
 }
 fn default_client_timeout() -> Duration {
     Duration::from_secs(60)

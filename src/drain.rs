@@ -61,6 +61,8 @@ pub struct Draining<A> {
     pub inner: Arc<A>,
     /// How long open connections may stay after shutdown begins.
     pub window: Duration,
+    /// `server.header_timeout`: see [`crate::slow_clients`].
+    pub header_timeout: Duration,
 }
 
 #[async_trait]
@@ -74,6 +76,7 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let _open = Open::new();
+        let stream = crate::slow_clients::HeadDeadline::wrap(stream, self.header_timeout);
         self.inner.process_new(stream, shutdown).await
     }
 

@@ -126,6 +126,8 @@ pub struct ListenerPlan {
     pub cache_memory: u64,
     /// How long open client connections may stay after shutdown begins.
     pub drain_idle: Duration,
+    /// How long a new connection may take to send its first request head.
+    pub header_timeout: Duration,
 }
 
 /// Output of [`compile`].
@@ -296,7 +298,7 @@ impl ListenerPlan {
             .map(|t| format!("{} h2={} ca={:?}", t.listen, t.h2, t.client_ca))
             .collect();
         format!(
-            "{:?} {:?} {tls:?} threads={} ws={} h2c={} grace={:?} drain={:?} pid={} sock={} cache={}",
+            "{:?} {:?} {tls:?} threads={} ws={} h2c={} grace={:?} drain={:?} head={:?} pid={} sock={} cache={}",
             self.listen,
             self.admin_listen,
             self.threads,
@@ -304,6 +306,7 @@ impl ListenerPlan {
             self.h2c,
             self.grace_period,
             self.drain_idle,
+            self.header_timeout,
             self.pid_file,
             self.upgrade_socket,
             self.cache_memory
@@ -441,6 +444,9 @@ pub fn compile_with(
     }
     if server.client_timeout < Duration::from_secs(1) {
         cx.err("server.client_timeout", "must be at least 1s");
+    }
+    if server.header_timeout < Duration::from_secs(1) {
+        cx.err("server.header_timeout", "must be at least 1s");
     }
     let max_uri_length = usize::try_from(server.max_uri_length.as_u64()).unwrap_or(usize::MAX);
     if max_uri_length < 256 {
@@ -1230,6 +1236,7 @@ pub fn compile_with(
             upgrade_socket: server.upgrade_socket.clone(),
             cache_memory: server.cache.memory.as_u64(),
             drain_idle: server.drain_idle_connections,
+            header_timeout: server.header_timeout,
         },
     })
 }

@@ -16,6 +16,7 @@ pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod drain;
+pub mod slow_clients;
 pub mod gateway;
 pub mod observe;
 pub mod proxy;

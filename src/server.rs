@@ -106,6 +106,7 @@ pub fn run(opts: RunOptions<'_>) -> Result<(), StartError> {
         crate::drain::Draining {
             inner: Arc::new(app),
             window: listeners.drain_idle.min(listeners.grace_period),
+            header_timeout: listeners.header_timeout,
         },
     );
     for addr in &listeners.listen {

@@ -41,7 +41,11 @@ async fn gateway() -> (Backend, Gateway) {
         "{}\n[[routes]]\nname = \"admin\"\npath_prefix = \"/admin\"\nupstream = \"app\"\n\n[[routes]]\nname = \"public\"\npath_prefix = \"/public\"\nstrip_prefix = true\nupstream = \"app\"\n",
         upstream("app", &[&b], "")
     );
-    let gw = Gateway::start("keepalive_timeout = \"1s\"\nclient_timeout = \"1s\"", &body).await;
+    let gw = Gateway::start(
+        "keepalive_timeout = \"1s\"\nclient_timeout = \"1s\"\nheader_timeout = \"1s\"",
+        &body,
+    )
+    .await;
     (b, gw)
 }
 
@@ -182,6 +186,31 @@ async fn oversized_lines_encoded_traversal_and_stalled_clients() {
         "the stalled connection was not closed: {closed:?}"
     );
     drop(others);
+
+    // Slowloris: a first request whose headers trickle in, a line every
+    // 200 ms (each read well inside every per-read timeout), is cut off by
+    // header_timeout; a request sent meanwhile is served.
+    let mut loris = TcpStream::connect(("127.0.0.1", gw.port)).await.expect("connect");
+    loris.write_all(b"GET /public/loris HTTP/1.1\r\nHost: x\r\n").await.expect("start");
+    let (mut rd, mut wr) = loris.into_split();
+    let trickle = tokio::spawn(async move {
+        for i in 0..40 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if wr.write_all(format!("X-Slow-{i}: a\r\n").as_bytes()).await.is_err() {
+                return i;
+            }
+        }
+        40
+    });
+    let r = c.get(gw.url("/public/meanwhile")).send().await.expect("meanwhile");
+    assert_eq!(r.status(), 200);
+    let cut = tokio::time::timeout(Duration::from_secs(6), rd.read(&mut buf)).await;
+    assert!(
+        matches!(cut, Ok(Ok(0)) | Ok(Err(_))),
+        "the trickling client was not cut off: {cut:?}"
+    );
+    let sent = trickle.await.expect("trickle task");
+    assert!(sent < 40, "all 40 header lines were accepted");
 
     // A body that stops coming: 408 after client_timeout, connection closed.
     let answer = exchange(
