@@ -190,19 +190,32 @@ async fn oversized_lines_encoded_traversal_and_stalled_clients() {
     // Slowloris: a first request whose headers trickle in, a line every
     // 200 ms (each read well inside every per-read timeout), is cut off by
     // header_timeout; a request sent meanwhile is served.
-    let mut loris = TcpStream::connect(("127.0.0.1", gw.port)).await.expect("connect");
-    loris.write_all(b"GET /public/loris HTTP/1.1\r\nHost: x\r\n").await.expect("start");
+    let mut loris = TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .expect("connect");
+    loris
+        .write_all(b"GET /public/loris HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("start");
     let (mut rd, mut wr) = loris.into_split();
     let trickle = tokio::spawn(async move {
         for i in 0..40 {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            if wr.write_all(format!("X-Slow-{i}: a\r\n").as_bytes()).await.is_err() {
+            if wr
+                .write_all(format!("X-Slow-{i}: a\r\n").as_bytes())
+                .await
+                .is_err()
+            {
                 return i;
             }
         }
         40
     });
-    let r = c.get(gw.url("/public/meanwhile")).send().await.expect("meanwhile");
+    let r = c
+        .get(gw.url("/public/meanwhile"))
+        .send()
+        .await
+        .expect("meanwhile");
     assert_eq!(r.status(), 200);
     let cut = tokio::time::timeout(Duration::from_secs(6), rd.read(&mut buf)).await;
     assert!(
