@@ -285,6 +285,9 @@ pub struct ServerSection {
     /// How long an idle client keep-alive connection is kept open.
     #[serde(default = "default_keepalive_timeout", with = "humantime_serde")]
     pub keepalive_timeout: Duration,
+    /// Client connections open at once; more are closed at accept (0: no cap).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// How long a new connection may take to send its first request head.
     #[serde(default = "default_header_timeout", with = "humantime_serde")]
     pub header_timeout: Duration,
@@ -450,6 +453,7 @@ impl Default for ServerSection {
             keepalive_timeout: default_keepalive_timeout(),
             client_timeout: default_client_timeout(),
             header_timeout: default_header_timeout(),
+            max_connections: default_max_connections(),
             trusted_proxies: Vec::new(),
             max_requests_per_ip: None,
             cache: ServerCacheSection::default(),
@@ -483,6 +487,9 @@ fn default_pid_file() -> String {
 }
 fn default_upgrade_socket() -> String {
     "/tmp/frontdesk_upgrade.sock".to_string()
+}
+fn default_max_connections() -> usize {
+    10_000
 }
 fn default_header_timeout() -> Duration {
     Duration::from_secs(15)

@@ -63,6 +63,9 @@ pub struct Draining<A> {
     pub window: Duration,
     /// `server.header_timeout`: see [`crate::slow_clients`].
     pub header_timeout: Duration,
+    /// `server.max_connections`: client connections open at once; one
+    /// over it is closed as soon as it is accepted (0: no cap).
+    pub max_connections: usize,
 }
 
 #[async_trait]
@@ -76,6 +79,14 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let _open = Open::new();
+        if self.max_connections > 0 && open_connections() > self.max_connections {
+            crate::observe::METRICS.connections_refused.inc();
+            log::debug!(
+                "closing a new client connection: {} open (server.max_connections)",
+                self.max_connections
+            );
+            return None;
+        }
         let stream = crate::slow_clients::HeadDeadline::wrap(stream, self.header_timeout);
         self.inner.process_new(stream, shutdown).await
     }

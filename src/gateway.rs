@@ -128,6 +128,8 @@ pub struct ListenerPlan {
     pub drain_idle: Duration,
     /// How long a new connection may take to send its first request head.
     pub header_timeout: Duration,
+    /// Client connections open at once (0: no cap).
+    pub max_connections: usize,
 }
 
 /// Output of [`compile`].
@@ -298,7 +300,7 @@ impl ListenerPlan {
             .map(|t| format!("{} h2={} ca={:?}", t.listen, t.h2, t.client_ca))
             .collect();
         format!(
-            "{:?} {:?} {tls:?} threads={} ws={} h2c={} grace={:?} drain={:?} head={:?} pid={} sock={} cache={}",
+            "{:?} {:?} {tls:?} threads={} ws={} h2c={} grace={:?} drain={:?} head={:?} conns={} pid={} sock={} cache={}",
             self.listen,
             self.admin_listen,
             self.threads,
@@ -307,6 +309,7 @@ impl ListenerPlan {
             self.grace_period,
             self.drain_idle,
             self.header_timeout,
+            self.max_connections,
             self.pid_file,
             self.upgrade_socket,
             self.cache_memory
@@ -1237,6 +1240,7 @@ pub fn compile_with(
             cache_memory: server.cache.memory.as_u64(),
             drain_idle: server.drain_idle_connections,
             header_timeout: server.header_timeout,
+            max_connections: server.max_connections,
         },
     })
 }

@@ -34,6 +34,8 @@ pub struct Metrics {
     /// Upstream failures by pool and kind (every failed connect attempt,
     /// and every failure once a backend was reached).
     pub upstream_errors: IntCounterVec,
+    /// Client connections closed at accept by `server.max_connections`.
+    pub connections_refused: IntCounter,
     pub redis_errors: IntCounter,
     pub redis_up: prometheus::IntGauge,
     pub config_reloads: IntCounterVec,
@@ -81,6 +83,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["route", "reason"]
     )
     .expect("register frontdesk_auth_failures_total"),
+    connections_refused: prometheus::register_int_counter!(
+        "frontdesk_connections_refused_total",
+        "Client connections closed as soon as they were accepted because server.max_connections were open"
+    )
+    .expect("register frontdesk_connections_refused_total"),
     upstream_errors: register_int_counter_vec!(
         "frontdesk_upstream_errors_total",
         "Upstream failures by upstream and kind: connect, connect_timeout, read_timeout, write_timeout, closed, reset, invalid_response, other",

@@ -107,6 +107,7 @@ pub fn run(opts: RunOptions<'_>) -> Result<(), StartError> {
             inner: Arc::new(app),
             window: listeners.drain_idle.min(listeners.grace_period),
             header_timeout: listeners.header_timeout,
+            max_connections: listeners.max_connections,
         },
     );
     for addr in &listeners.listen {

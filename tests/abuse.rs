@@ -337,3 +337,55 @@ async fn http2_streams_and_resets_stay_bounded() {
     let r = client().get(gw.url("/after")).send().await.expect("after");
     assert_eq!(r.status(), 200, "the gateway stopped serving");
 }
+
+/// `server.max_connections`: past the cap a new connection is closed as
+/// soon as it is accepted (and counted); when one closes, a new one is
+/// served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_closed_at_accept() {
+    let b = Backend::start("app").await;
+    let body = format!(
+        "{}\n[[routes]]\nname = \"app\"\nupstream = \"app\"\n",
+        upstream("app", &[&b], "")
+    );
+    let gw = Gateway::start("max_connections = 5", &body).await;
+    // Let the harness's readiness probe connection go away.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(
+            TcpStream::connect(("127.0.0.1", gw.port))
+                .await
+                .expect("connect"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .expect("connect");
+    let _ = extra.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buf = [0u8; 256];
+    let got = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf)).await;
+    assert!(
+        matches!(got, Ok(Ok(0)) | Ok(Err(_))),
+        "a sixth connection was served: {got:?}"
+    );
+    drop(held);
+    let ok = common::eventually(Duration::from_secs(5), || async {
+        client()
+            .get(gw.url("/again"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(ok, "no connection was served after the others closed");
+    let m = common::metrics(&gw).await;
+    assert!(
+        m.lines()
+            .find_map(|l| l.strip_prefix("frontdesk_connections_refused_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n >= 1),
+        "{m}"
+    );
+}
