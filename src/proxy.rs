@@ -486,34 +486,34 @@ fn te_hid_a_content_length(session: &Session) -> bool {
 /// anything but exactly one `chunked` coding, and any Content-Length that
 /// is not one plain number.
 fn framing_problem(req: &RequestHeader) -> Option<String> {
-    let lengths: Vec<&[u8]> = req
-        .headers
-        .get_all(header::CONTENT_LENGTH)
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
-    let codings: Vec<&[u8]> = req
-        .headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
-    if !codings.is_empty() && !lengths.is_empty() {
+    let mut lengths = req.headers.get_all(header::CONTENT_LENGTH).iter();
+    let mut codings = req.headers.get_all(header::TRANSFER_ENCODING).iter();
+    let (length, coding) = (lengths.next(), codings.next());
+    if length.is_some() && coding.is_some() {
         return Some(SMUGGLING.into());
     }
-    match lengths.as_slice() {
-        [] => {}
-        [one] if !one.is_empty() && one.iter().all(u8::is_ascii_digit) => {}
-        [_] => return Some("Content-Length must be one decimal number".into()),
-        _ => return Some("the request has more than one Content-Length header".into()),
+    if let Some(l) = length {
+        if lengths.next().is_some() {
+            return Some("the request has more than one Content-Length header".into());
+        }
+        let l = l.as_bytes();
+        if l.is_empty() || !l.iter().all(u8::is_ascii_digit) {
+            return Some("Content-Length must be one decimal number".into());
+        }
     }
-    match codings.as_slice() {
-        [] => None,
-        [one] if one.trim_ascii().eq_ignore_ascii_case(b"chunked") => (req.version
-            == http::Version::HTTP_10)
-            .then(|| "Transfer-Encoding is not allowed in HTTP/1.0".into()),
-        _ => Some("Transfer-Encoding must be exactly \"chunked\" (one header, one coding)".into()),
+    let coding = coding?;
+    if codings.next().is_some()
+        || !coding
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"chunked")
+    {
+        return Some(
+            "Transfer-Encoding must be exactly \"chunked\" (one header, one coding)".into(),
+        );
     }
+    (req.version == http::Version::HTTP_10)
+        .then(|| "Transfer-Encoding is not allowed in HTTP/1.0".into())
 }
 
 pub fn admit(gw: &Gateway, req: &RequestHeader, ctx: &mut RequestCtx) -> Option<Reply> {

@@ -48,13 +48,22 @@ struct EndOfHead {
 impl EndOfHead {
     /// Whether `new` (just read) completes the head.
     fn feed(&mut self, new: &[u8]) -> bool {
-        let mut window = std::mem::take(&mut self.tail);
-        window.extend_from_slice(new);
-        if window.windows(4).any(|w| w == b"\r\n\r\n") {
+        if new.windows(4).any(|w| w == b"\r\n\r\n") {
             return true;
         }
-        let keep = window.len().min(3);
-        self.tail = window[window.len() - keep..].to_vec();
+        // An end split across reads: the bytes kept plus the first three.
+        let mut seam = std::mem::take(&mut self.tail);
+        seam.extend_from_slice(&new[..new.len().min(3)]);
+        if seam.windows(4).any(|w| w == b"\r\n\r\n") {
+            return true;
+        }
+        // Keep the last three bytes seen: of this read if it has them.
+        let from = if new.len() >= 3 {
+            &new[new.len() - 3..]
+        } else {
+            &seam[..]
+        };
+        self.tail = from[from.len().saturating_sub(3)..].to_vec();
         false
     }
 }

@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
-use common::{client, eventually, metrics, Gateway};
+use common::{client, eventually, metric, metrics, Gateway};
 
 /// An origin whose caching headers come from the request's query.
 struct Origin {
@@ -178,14 +178,6 @@ async fn send(gw: &Gateway, method: reqwest::Method, path: &str, headers: &[(&st
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         raw_len: bytes.len(),
     }
-}
-
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

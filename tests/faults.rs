@@ -138,11 +138,8 @@ impl Evil {
 }
 
 fn metric_value(text: &str, kind: &str) -> u64 {
-    let prefix = format!("frontdesk_upstream_errors_total{{kind=\"{kind}\",upstream=\"evil\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    let series = format!("frontdesk_upstream_errors_total{{kind=\"{kind}\",upstream=\"evil\"}} ");
+    common::metric(text, &series) as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

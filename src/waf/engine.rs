@@ -23,7 +23,7 @@ use prefix_trie::joint::JointPrefixSet;
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 use super::clean_cache;
-use super::request::RequestView;
+use super::request::{Field, RequestView};
 use super::rules::{severity_score, LocatedRule};
 use super::transform::{apply_all, Summary, Transform};
 use bytes::Bytes;
@@ -120,53 +120,23 @@ impl Target {
                     f(Name::Static("args_names"), b(k.as_bytes()));
                 }
             }
-            Target::QueryArgs => {
-                for (k, v) in &req.query_args {
-                    f(Name::Of("args:", k), b(v));
-                }
-            }
-            Target::BodyArgs => {
-                for (k, v) in &req.body_args {
-                    f(Name::Of("args:", k), b(v));
-                }
-            }
-            Target::Headers => {
-                for (k, v) in &req.headers {
+            Target::QueryArgs => values(&req.query_args, "args:", f),
+            Target::BodyArgs => values(&req.body_args, "args:", f),
+            Target::Headers => values(&req.headers, "header:", f),
+            Target::HeaderNames => names(&req.headers, "header_names", f),
+            Target::Header(name) => {
+                for (k, v) in req.headers.iter().filter(|(k, _)| k == name) {
                     f(Name::Of("header:", k), b(v));
                 }
             }
-            Target::HeaderNames => {
-                for (k, _) in &req.headers {
-                    f(Name::Static("header_names"), b(k.as_bytes()));
-                }
-            }
-            Target::Header(name) => {
-                for (k, v) in &req.headers {
-                    if k == name {
-                        f(Name::Of("header:", k), b(v));
-                    }
-                }
-            }
-            Target::Cookies => {
-                for (k, v) in &req.cookies {
-                    f(Name::Of("cookie:", k), b(v));
-                }
-            }
-            Target::CookieNames => {
-                for (k, _) in &req.cookies {
-                    f(Name::Static("cookie_names"), b(k.as_bytes()));
-                }
-            }
+            Target::Cookies => values(&req.cookies, "cookie:", f),
+            Target::CookieNames => names(&req.cookies, "cookie_names", f),
             Target::Body => {
                 if !req.body.is_empty() {
                     f(Name::Static("body"), b(&req.body));
                 }
             }
-            Target::Files => {
-                for (k, v) in &req.files {
-                    f(Name::Of("files:", k), b(v));
-                }
-            }
+            Target::Files => values(&req.files, "files:", f),
             Target::ClientIp => {
                 if let Some(ip) = req.client_ip {
                     f(
@@ -190,6 +160,24 @@ impl Target {
                 }
             }
         }
+    }
+}
+
+/// Each field's value, named `prefix` + its name.
+fn values<'a>(
+    fields: &'a [Field],
+    prefix: &'static str,
+    f: &mut dyn FnMut(Name<'a>, Cow<'a, [u8]>),
+) {
+    for (k, v) in fields {
+        f(Name::Of(prefix, k), Cow::Borrowed(v));
+    }
+}
+
+/// Each field's name, as a value of the target `label`.
+fn names<'a>(fields: &'a [Field], label: &'static str, f: &mut dyn FnMut(Name<'a>, Cow<'a, [u8]>)) {
+    for (k, _) in fields {
+        f(Name::Static(label), Cow::Borrowed(k.as_bytes()));
     }
 }
 

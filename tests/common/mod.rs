@@ -297,6 +297,16 @@ pub fn client() -> reqwest::Client {
 }
 
 /// The admin listener's Prometheus text.
+/// The value of the first metric line that starts with `prefix` (a name,
+/// or a name with its labels), or 0 when there is none.
+pub fn metric(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub async fn metrics(gw: &Gateway) -> String {
     client()
         .get(gw.admin_url("/metrics"))
