@@ -1,18 +1,34 @@
 #!/usr/bin/env bash
 # Replays the shared WAF corpus (../shared/waf-corpus: CRS regression
 # requests + benign API traffic) through the real binary with the native
-# rules (rules/*.toml) in block mode, and prints detection and
-# false-positive rates per attack family (replay.py's report; the last line
-# is `detection=X% fp=Y%`).
+# rules (rules/*.toml), or with the OWASP Core Rule Set (--crs), in block
+# mode, and prints detection and false-positive rates per attack family
+# (replay.py's report; the last line is `detection=X% fp=Y%`).
 #
-#   benches/waf-corpus.sh [--paranoia N] [replay.py options, e.g. --raw]
+#   benches/waf-corpus.sh [--paranoia N] [--crs [DIR]] [replay.py options, e.g. --raw]
+#
+# --crs runs the Core Rule Set in DIR (default /usr/share/modsecurity-crs,
+# Debian's modsecurity-crs) with the gateway's API defaults.
 #
 # FRONTDESK_BIN=... uses a binary you built (default: a debug build).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CORPUS=${CORPUS:-$ROOT/../shared/waf-corpus}
 PARANOIA=1
-if [[ ${1:-} == --paranoia ]]; then PARANOIA=$2; shift 2; fi
+CRS=
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --paranoia) PARANOIA=$2; shift 2 ;;
+        --crs)
+            if [[ ${2:-} == /* ]]; then CRS=$2; shift 2; else CRS=/usr/share/modsecurity-crs; shift; fi ;;
+        *) break ;;
+    esac
+done
+if [[ -n $CRS ]]; then
+    RULES="crs = \"$CRS\""
+else
+    RULES="rules = [\"$ROOT/rules/*.toml\"]"
+fi
 [[ -f $CORPUS/replay.py ]] || { echo "corpus not found at $CORPUS (set CORPUS=...)" >&2; exit 2; }
 if [[ -z ${FRONTDESK_BIN:-} ]]; then
     (cd "$ROOT" && cargo build -q)
@@ -51,7 +67,7 @@ upgrade_socket = "$DIR/upgrade.sock"
 
 [waf]
 mode = "block"
-rules = ["$ROOT/rules/*.toml"]
+$RULES
 paranoia = $PARANOIA
 audit_log = "$DIR/audit.log"
 

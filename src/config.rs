@@ -195,9 +195,19 @@ pub struct WafSection {
     /// Rule files (globs, relative to this file's folder).
     #[serde(default)]
     pub rules: Vec<String>,
+    /// A Core Rule Set folder (holding `rules/*.conf`), run instead of `rules`.
+    pub crs: Option<String>,
+    /// A CRS setup file; our API defaults apply when absent.
+    pub crs_setup: Option<String>,
+    /// CRS rule ids off everywhere (routes add `waf_exclude`).
+    #[serde(default)]
+    pub crs_exclude: Vec<u32>,
     /// 1-4: rules tagged with a higher level are off.
     #[serde(default = "default_paranoia")]
     pub paranoia: u8,
+    /// CRS: rules above `paranoia` up to this level run and log, without
+    /// counting toward blocking. Defaults to `paranoia`.
+    pub detection_paranoia: Option<u8>,
     /// The inbound anomaly score that blocks.
     #[serde(default = "default_anomaly_threshold")]
     pub anomaly_threshold: u32,

@@ -1337,6 +1337,55 @@ fn compile_waf(
             ),
         }
     }
+    let inspector: Option<Arc<dyn crate::waf::Inspector>> = match &w.crs {
+        Some(dir) => {
+            if !w.rules.is_empty() {
+                cx.err(
+                    "waf.rules",
+                    "give either crs (the OWASP Core Rule Set) or rules (native rule files), not both",
+                );
+            }
+            compile_crs(cx, w, dir, base_dir)
+        }
+        None => {
+            for key in ["crs_setup", "crs_exclude", "detection_paranoia"] {
+                let set = match key {
+                    "crs_setup" => w.crs_setup.is_some(),
+                    "crs_exclude" => !w.crs_exclude.is_empty(),
+                    _ => w.detection_paranoia.is_some(),
+                };
+                if set {
+                    cx.err(
+                        format!("waf.{key}"),
+                        "applies to the Core Rule Set: set waf.crs too",
+                    );
+                }
+            }
+            compile_native_rules(cx, w, base_dir)
+        }
+    };
+    if cx.problems.len() > before {
+        return None;
+    }
+    Some(Arc::new(crate::waf::Waf {
+        mode,
+        paranoia: w.paranoia,
+        anomaly_threshold: w.anomaly_threshold,
+        max_body,
+        body_overflow,
+        deny,
+        allow,
+        inspector: inspector?,
+        audit_log: AccessLogTarget::parse(&w.audit_log, base_dir),
+    }))
+}
+
+/// The native rule files of `[waf] rules` (globs), compiled.
+fn compile_native_rules(
+    cx: &mut Ctx,
+    w: &crate::config::WafSection,
+    base_dir: &Path,
+) -> Option<Arc<dyn crate::waf::Inspector>> {
     let mut rules = Vec::new();
     for (i, pattern) in w.rules.iter().enumerate() {
         let full = resolve_path(base_dir, pattern);
@@ -1374,29 +1423,64 @@ fn compile_waf(
             }
         }
     }
-    let engine = match crate::waf::Engine::compile(&rules, w.paranoia) {
-        Ok(e) => Some(e),
+    match crate::waf::Engine::compile(&rules, w.paranoia) {
+        Ok(e) => Some(Arc::new(e)),
         Err(problems) => {
             for msg in problems {
                 cx.err("waf.rules", msg);
             }
             None
         }
-    };
-    if cx.problems.len() > before {
+    }
+}
+
+/// `[waf] crs`: the OWASP Core Rule Set. What it does not support is
+/// logged as a warning (and so printed by `frontdesk check`).
+fn compile_crs(
+    cx: &mut Ctx,
+    w: &crate::config::WafSection,
+    dir: &str,
+    base_dir: &Path,
+) -> Option<Arc<dyn crate::waf::Inspector>> {
+    let detection = w.detection_paranoia.unwrap_or(w.paranoia);
+    if !(1..=4).contains(&detection) || detection < w.paranoia {
+        cx.err(
+            "waf.detection_paranoia",
+            format!("must be 1 to 4 and at least paranoia ({})", w.paranoia),
+        );
         return None;
     }
-    Some(Arc::new(crate::waf::Waf {
-        mode,
+    let opts = crate::waf::seclang::CrsOptions {
+        dir: resolve_path(base_dir, dir),
+        setup: w.crs_setup.as_deref().map(|s| resolve_path(base_dir, s)),
         paranoia: w.paranoia,
+        detection_paranoia: detection,
         anomaly_threshold: w.anomaly_threshold,
-        max_body,
-        body_overflow,
-        deny,
-        allow,
-        inspector: Arc::new(engine?),
-        audit_log: AccessLogTarget::parse(&w.audit_log, base_dir),
-    }))
+        exclude: w.crs_exclude.clone(),
+    };
+    match crate::waf::seclang::Crs::load(&opts) {
+        Ok(crs) => {
+            for n in &crs.notes.unsupported {
+                log::warn!("waf.crs: {n}");
+            }
+            for n in &crs.notes.ignored {
+                log::info!("waf.crs: {n}");
+            }
+            log::info!(
+                "waf.crs: {} rules loaded from {} ({} regexes on the bounded backtracking engine)",
+                crs.rule_count(),
+                opts.dir.display(),
+                crs.backtracking().len()
+            );
+            Some(Arc::new(crs))
+        }
+        Err(problems) => {
+            for msg in problems {
+                cx.err("waf.crs", msg);
+            }
+            None
+        }
+    }
 }
 
 /// Checks a `limit` per `per` pair; true when it is usable.

@@ -789,6 +789,7 @@ async fn inspect(waf: &Waf, session: &mut Session, ctx: &mut RequestCtx) -> Resu
         .path_and_query()
         .map_or(raw_path.as_bytes(), |pq| pq.as_str().as_bytes());
     let mut view = RequestView::new(req.method.as_str(), path, uri, &req.headers, ctx.client_ip);
+    view.protocol = format!("{:?}", req.version);
     if let Some(b) = body {
         let ct = req.headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes());
         view.set_body(ct, b);
@@ -802,7 +803,7 @@ async fn inspect(waf: &Waf, session: &mut Session, ctx: &mut RequestCtx) -> Resu
     }
     let word = if verdict.block {
         "blocked"
-    } else if verdict.score >= waf.anomaly_threshold {
+    } else if verdict.detected {
         "detected"
     } else {
         "pass"
@@ -828,7 +829,7 @@ async fn inspect(waf: &Waf, session: &mut Session, ctx: &mut RequestCtx) -> Resu
     }
     let ids: Vec<String> = verdict.hits.iter().map(|h| h.id.to_string()).collect();
     Ok(Some(Reply::error(
-        403,
+        verdict.status,
         format!(
             "request blocked by the WAF (rules {}; anomaly score {} >= {})",
             ids.join(", "),

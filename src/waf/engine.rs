@@ -265,7 +265,7 @@ struct Group {
 /// A transformed value: the request view's own bytes when no step
 /// changed them, else a shared copy.
 #[derive(Clone)]
-enum Form<'a> {
+pub(crate) enum Form<'a> {
     Borrowed(&'a [u8]),
     Owned(Bytes),
 }
@@ -281,45 +281,76 @@ impl AsRef<[u8]> for Form<'_> {
 
 /// What the engine knows of one value of the request view during a run:
 /// its byte summary and the results of the transform steps applied to it
-/// so far, keyed by the steps that changed it (4 bits per step).
+/// so far, keyed by the steps that changed it (5 bits per step).
 struct ValueMemo<'a> {
     /// The value's address and length in the request view.
     key: (usize, usize),
     summary: Summary,
-    forms: Vec<(u64, Form<'a>, Summary)>,
+    forms: Vec<(u128, Form<'a>, Summary)>,
+}
+
+/// The memo of one run: every value seen, found by its address.
+#[derive(Default)]
+pub(crate) struct Memo<'a> {
+    values: Vec<ValueMemo<'a>>,
+    /// Address to index, once there are more values than a scan is quick
+    /// for (a JSON body has dozens; a GET a handful).
+    index: std::collections::HashMap<(usize, usize), usize, foldhash::fast::FixedState>,
+}
+
+/// Up to this many values a linear scan finds one faster than a hash.
+const MEMO_SCAN: usize = 12;
+
+impl<'a> Memo<'a> {
+    fn entry(&mut self, raw: &'a [u8]) -> &mut ValueMemo<'a> {
+        let key = (raw.as_ptr() as usize, raw.len());
+        let found = if self.values.len() <= MEMO_SCAN {
+            self.values.iter().position(|m| m.key == key)
+        } else {
+            self.index.get(&key).copied()
+        };
+        let i = match found {
+            Some(i) => i,
+            None => {
+                self.values.push(ValueMemo {
+                    key,
+                    summary: Summary::of(raw),
+                    forms: Vec::new(),
+                });
+                let i = self.values.len() - 1;
+                if self.values.len() == MEMO_SCAN + 1 {
+                    for (n, v) in self.values.iter().enumerate() {
+                        self.index.insert(v.key, n);
+                    }
+                } else if self.values.len() > MEMO_SCAN {
+                    self.index.insert(key, i);
+                }
+                i
+            }
+        };
+        &mut self.values[i]
+    }
 }
 
 /// `chain` applied to `raw` (a value borrowed from the request view),
 /// computing only steps that can change it and never the same steps twice.
-fn transformed<'a>(memo: &mut Vec<ValueMemo<'a>>, raw: &'a [u8], chain: &[Transform]) -> Form<'a> {
-    let key = (raw.as_ptr() as usize, raw.len());
-    let i = match memo.iter().position(|m| m.key == key) {
-        Some(i) => i,
-        None => {
-            memo.push(ValueMemo {
-                key,
-                summary: Summary::of(raw),
-                forms: Vec::new(),
-            });
-            memo.len() - 1
-        }
-    };
-    let m = &mut memo[i];
+pub(crate) fn transformed<'a>(memo: &mut Memo<'a>, raw: &'a [u8], chain: &[Transform]) -> Form<'a> {
+    let m = memo.entry(raw);
     let mut form = Form::Borrowed(raw);
     let mut summary = m.summary;
-    let mut steps: u64 = 0;
+    let mut steps: u128 = 0;
     for (n, t) in chain.iter().enumerate() {
         if t.leaves_unchanged(summary) {
             continue;
         }
-        if n >= 15 {
+        if n >= 25 {
             // Longer than the key can say: apply the rest unmemoized.
             return match apply_all(&chain[n..], form.as_ref()) {
                 Cow::Borrowed(_) => form,
                 Cow::Owned(o) => Form::Owned(Bytes::from(o)),
             };
         }
-        let next = (steps << 4) | (*t as u64 + 1);
+        let next = (steps << 5) | (*t as u128 + 1);
         if let Some((_, f, s)) = m.forms.iter().find(|(k, _, _)| *k == next) {
             form = f.clone();
             summary = *s;
@@ -373,12 +404,18 @@ pub struct Engine {
 /// Source of [`Engine`] ids.
 static ENGINE_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
+/// A new id for a compiled rule set (native or Core Rule Set): what names
+/// it in the clean-value cache.
+pub(crate) fn next_engine_id() -> u64 {
+    ENGINE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Limits on a compiled pattern, so a rule file cannot make the gateway
 /// build huge automata.
 const REGEX_SIZE_LIMIT: usize = 8 << 20;
 const HIT_VALUE_MAX: usize = 80;
 
-fn truncated(v: &[u8]) -> String {
+pub(crate) fn truncated(v: &[u8]) -> String {
     let s = String::from_utf8_lossy(&v[..v.len().min(HIT_VALUE_MAX)]);
     if v.len() > HIT_VALUE_MAX {
         format!("{s}...")
@@ -387,7 +424,7 @@ fn truncated(v: &[u8]) -> String {
     }
 }
 
-fn compile_regex(pattern: &str) -> Result<Regex, String> {
+pub(crate) fn compile_regex(pattern: &str) -> Result<Regex, String> {
     RegexBuilder::new(pattern)
         .unicode(false)
         .size_limit(REGEX_SIZE_LIMIT)
@@ -578,7 +615,7 @@ impl Engine {
             return Err(problems);
         }
         let mut engine = Engine {
-            id: ENGINE_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id: next_engine_id(),
             ..Engine::default()
         };
         for (transforms, rules) in groups {
@@ -669,7 +706,7 @@ impl Engine {
         // says so without a scan). What a chain really does to a value is
         // the list of steps that changed it; two chains that do the same
         // share one result.
-        let mut memo: Vec<ValueMemo<'_>> = Vec::with_capacity(16);
+        let mut memo = Memo::default();
         for (gi, g) in self.groups.iter().enumerate() {
             // A group with a rule the route excludes is not fully
             // evaluated: its values' verdicts are not remembered.
@@ -827,7 +864,7 @@ fn eval(op: &Op, v: &[u8]) -> bool {
 /// parenthesis, a comment or a statement separator; a value without any
 /// (plain words, numbers, identifiers) cannot produce one. Skipping those
 /// saves the tokenizer (microseconds) on most API values.
-fn may_be_sqli(v: &[u8]) -> bool {
+pub(crate) fn may_be_sqli(v: &[u8]) -> bool {
     v.iter().any(|b| {
         matches!(
             b,
@@ -859,12 +896,12 @@ fn may_be_sqli(v: &[u8]) -> bool {
 
 /// libinjection's XSS detector looks for tags and attributes: without `<`,
 /// a quote, `=` or a backtick there is nothing for it to find.
-fn may_be_xss(v: &[u8]) -> bool {
+pub(crate) fn may_be_xss(v: &[u8]) -> bool {
     v.iter()
         .any(|b| matches!(b, b'<' | b'>' | b'"' | b'\'' | b'=' | b'`'))
 }
 
-fn invalid_url_encoding(v: &[u8]) -> bool {
+pub(crate) fn invalid_url_encoding(v: &[u8]) -> bool {
     let mut i = 0;
     while i < v.len() {
         if v[i] == b'%' {
@@ -881,7 +918,7 @@ fn invalid_url_encoding(v: &[u8]) -> bool {
     false
 }
 
-fn parse_byte_range(spec: &str) -> Option<[bool; 256]> {
+pub(crate) fn parse_byte_range(spec: &str) -> Option<[bool; 256]> {
     let mut allowed = [false; 256];
     for part in spec.split(',') {
         let part = part.trim();

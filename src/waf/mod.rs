@@ -17,12 +17,15 @@
 //!   credential-carrying targets are never written.
 //!
 //! [`Inspector`] is the one interface the proxy calls, whatever engine sits
-//! behind it: the native engine now, the Core Rule Set next.
+//! behind it: the native rules ([`Engine`]) or the OWASP Core Rule Set
+//! ([`seclang::Crs`], whose own blocking evaluation decides).
 
-mod clean_cache;
+pub(crate) mod clean_cache;
 pub mod engine;
+pub mod graphql;
 pub mod request;
 pub mod rules;
+pub mod seclang;
 pub mod transform;
 
 use std::net::IpAddr;
@@ -51,20 +54,46 @@ pub enum BodyOverflow {
     Block,
 }
 
+/// What an inspector found.
+#[derive(Debug, Default)]
+pub struct Inspection {
+    pub hits: Vec<Hit>,
+    /// `None`: the hits' scores are summed against `[waf] anomaly_threshold`.
+    /// `Some((score, deny))`: the rule set scored and decided itself
+    /// (`deny` is the status of the disruptive rule that ran, if one did).
+    pub decided: Option<(u32, Option<u16>)>,
+}
+
 /// Inspects a request view; the engines behind the WAF implement it.
 pub trait Inspector: Send + Sync {
     /// The rules that fire on `req`, ignoring the `excluded` ids.
-    fn inspect(&self, req: &RequestView, excluded: &[u32]) -> Vec<Hit>;
+    fn inspect(&self, req: &RequestView, excluded: &[u32]) -> Inspection;
     /// Whether any rule reads the body (else it is never buffered).
     fn reads_body(&self) -> bool;
 }
 
 impl Inspector for Engine {
-    fn inspect(&self, req: &RequestView, excluded: &[u32]) -> Vec<Hit> {
-        self.run(req, excluded)
+    fn inspect(&self, req: &RequestView, excluded: &[u32]) -> Inspection {
+        Inspection {
+            hits: self.run(req, excluded),
+            decided: None,
+        }
     }
     fn reads_body(&self) -> bool {
         Engine::reads_body(self)
+    }
+}
+
+impl Inspector for seclang::Crs {
+    fn inspect(&self, req: &RequestView, excluded: &[u32]) -> Inspection {
+        let v = self.run(req, excluded);
+        Inspection {
+            hits: v.hits,
+            decided: Some((v.score, v.deny)),
+        }
+    }
+    fn reads_body(&self) -> bool {
+        true
     }
 }
 
@@ -104,6 +133,11 @@ pub struct Verdict {
     pub hits: Vec<Hit>,
     pub score: u32,
     pub block: bool,
+    /// The status a block answers with.
+    pub status: u16,
+    /// Logged without blocking: over the threshold in detect mode, or
+    /// (Core Rule Set) any rule that logs.
+    pub detected: bool,
     /// The mode it was inspected in (block or detect).
     pub mode: Mode,
 }
@@ -135,10 +169,21 @@ impl Waf {
 
     /// Runs the rules and scores the result.
     pub fn inspect(&self, req: &RequestView, route: &RouteWaf, mode: Mode) -> Verdict {
-        let hits = self.inspector.inspect(req, &route.exclude);
-        let score = hits.iter().map(|h| h.score).sum();
+        let found = self.inspector.inspect(req, &route.exclude);
+        let hits = found.hits;
+        let (score, deny, logs) = match found.decided {
+            Some((score, deny)) => (score, deny, deny.is_some() || !hits.is_empty()),
+            None => {
+                let score = hits.iter().map(|h| h.score).sum();
+                let deny = (score >= self.anomaly_threshold).then_some(403);
+                (score, deny, deny.is_some())
+            }
+        };
+        let block = mode == Mode::Block && deny.is_some();
         Verdict {
-            block: mode == Mode::Block && score >= self.anomaly_threshold,
+            block,
+            status: deny.unwrap_or(403),
+            detected: !block && logs,
             hits,
             score,
             mode,

@@ -37,6 +37,8 @@ pub struct RequestView {
     /// Whether the body could not be parsed as its Content-Type says.
     pub body_malformed: bool,
     pub client_ip: Option<IpAddr>,
+    /// `HTTP/1.1`, `HTTP/2.0`, ...
+    pub protocol: String,
     /// How many Content-Length fields, and whether Transfer-Encoding is set.
     pub content_length_fields: usize,
     pub transfer_encoding: Option<Vec<u8>>,
@@ -66,6 +68,10 @@ impl RequestView {
                 arg_names.push(k.clone());
             }
         }
+        let mut query_args = query_args;
+        if path.contains("graphql") {
+            graphql_strings(&mut query_args, "query");
+        }
         let mut view = RequestView {
             method: method.to_string(),
             path: path.to_string(),
@@ -74,6 +80,7 @@ impl RequestView {
             query_args,
             arg_names,
             client_ip,
+            protocol: "HTTP/1.1".to_string(),
             ..RequestView::default()
         };
         for (name, value) in headers.iter() {
@@ -134,6 +141,8 @@ impl RequestView {
         if keys.is_empty() {
             keys = self.body_args.iter().map(|(k, _)| k.clone()).collect();
         }
+        // A GraphQL request's document is inspected as its strings.
+        graphql_strings(&mut self.body_args, "json.query");
         for k in keys {
             if self.arg_names.len() < MAX_FIELDS && !self.arg_names.contains(&k) {
                 self.arg_names.push(k);
@@ -145,6 +154,22 @@ impl RequestView {
     /// Every argument (query, then body).
     pub fn args(&self) -> impl Iterator<Item = &Field> {
         self.query_args.iter().chain(self.body_args.iter())
+    }
+}
+
+/// Replaces the field `key`, when it holds a GraphQL document, by one
+/// field per string literal of the document (see [`super::graphql`]).
+fn graphql_strings(fields: &mut Vec<Field>, key: &str) {
+    let Some(i) = fields.iter().position(|(k, _)| k == key) else {
+        return;
+    };
+    let Some(strings) = super::graphql::string_values(&fields[i].1) else {
+        return;
+    };
+    let name = fields[i].0.clone();
+    fields.remove(i);
+    for (n, s) in strings.into_iter().enumerate() {
+        fields.insert(i + n, (name.clone(), s));
     }
 }
 

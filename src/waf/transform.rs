@@ -29,6 +29,20 @@ pub enum Transform {
     /// into spaces, compresses whitespace, lowercases, and removes spaces
     /// before `/` and `(`.
     CmdLine,
+    /// Like `NormalizePath` but a backslash is an ordinary byte (SecLang's
+    /// `normalizePath`; `normalizePathWin` is `NormalizePath`).
+    NormalizePathPosix,
+    /// Non-ASCII UTF-8 characters become `%uHHHH` (SecLang's `utf8toUnicode`).
+    Utf8ToUnicode,
+    /// C comments `/* ... */` become one space; an unterminated one runs to
+    /// the end (SecLang's `replaceComments`).
+    ReplaceComments,
+    /// Each byte as two lower-case hex digits.
+    HexEncode,
+    /// The value's length in bytes, as decimal text.
+    Length,
+    /// The SHA-1 digest's 20 raw bytes.
+    Sha1,
 }
 
 impl Transform {
@@ -45,12 +59,18 @@ impl Transform {
             "js_decode" => Transform::JsDecode,
             "css_decode" => Transform::CssDecode,
             "cmdline" => Transform::CmdLine,
+            "normalize_path_posix" => Transform::NormalizePathPosix,
+            "utf8_to_unicode" => Transform::Utf8ToUnicode,
+            "replace_comments" => Transform::ReplaceComments,
+            "hex_encode" => Transform::HexEncode,
+            "length" => Transform::Length,
+            "sha1" => Transform::Sha1,
             _ => return None,
         })
     }
 
     /// Every transform (for tests that try them all).
-    pub const ALL: [Transform; 11] = [
+    pub const ALL: [Transform; 17] = [
         Transform::UrlDecode,
         Transform::HtmlEntityDecode,
         Transform::Lowercase,
@@ -62,9 +82,15 @@ impl Transform {
         Transform::JsDecode,
         Transform::CssDecode,
         Transform::CmdLine,
+        Transform::NormalizePathPosix,
+        Transform::Utf8ToUnicode,
+        Transform::ReplaceComments,
+        Transform::HexEncode,
+        Transform::Length,
+        Transform::Sha1,
     ];
 
-    pub const NAMES: &'static str = "url_decode, url_decode_uni, html_entity_decode, lowercase, remove_nulls, compress_whitespace, remove_whitespace, normalize_path, base64_decode, js_decode, css_decode, cmdline";
+    pub const NAMES: &'static str = "url_decode, url_decode_uni, html_entity_decode, lowercase, remove_nulls, compress_whitespace, remove_whitespace, normalize_path, base64_decode, js_decode, css_decode, cmdline, normalize_path_posix, utf8_to_unicode, replace_comments, hex_encode, length, sha1";
 
     pub fn apply<'a>(self, v: Cow<'a, [u8]>) -> Cow<'a, [u8]> {
         match self {
@@ -102,6 +128,15 @@ impl Transform {
             Transform::JsDecode => js_decode(v),
             Transform::CssDecode => css_decode(v),
             Transform::CmdLine => cmdline(v),
+            Transform::NormalizePathPosix => normalize_path_with(v, false),
+            Transform::Utf8ToUnicode => utf8_to_unicode(v),
+            Transform::ReplaceComments => replace_comments(v),
+            Transform::HexEncode => Cow::Owned(hex::encode(&v[..]).into_bytes()),
+            Transform::Length => Cow::Owned(v.len().to_string().into_bytes()),
+            Transform::Sha1 => {
+                use sha1::Digest;
+                Cow::Owned(sha1::Sha1::digest(&v[..]).to_vec())
+            }
         }
     }
 }
@@ -122,6 +157,8 @@ const HAS_SPACE: u16 = 1 << 5;
 const HAS_SLASH_DOT: u16 = 1 << 6;
 /// A byte `cmdline` would change or drop (outside `a-z0-9-_.@:=+`).
 const HAS_CMD: u16 = 1 << 7;
+/// A byte outside ASCII.
+const HAS_HIGH: u16 = 1 << 8;
 
 const fn byte_flags(b: u8) -> u16 {
     let mut f = 0;
@@ -151,6 +188,9 @@ const fn byte_flags(b: u8) -> u16 {
         || matches!(b, b'-' | b'_' | b'.' | b'@' | b':' | b'=' | b'+');
     if !plain {
         f |= HAS_CMD;
+    }
+    if b >= 0x80 {
+        f |= HAS_HIGH;
     }
     f
 }
@@ -182,9 +222,14 @@ impl Transform {
             Transform::RemoveNulls => HAS_NUL,
             Transform::CompressWhitespace | Transform::RemoveWhitespace => HAS_SPACE,
             Transform::NormalizePath => HAS_BACKSLASH | HAS_SLASH_DOT,
+            Transform::NormalizePathPosix | Transform::ReplaceComments => HAS_SLASH_DOT,
+            Transform::Utf8ToUnicode => HAS_HIGH,
             Transform::JsDecode | Transform::CssDecode => HAS_BACKSLASH,
             Transform::CmdLine => HAS_CMD,
-            Transform::Base64Decode => return false,
+            Transform::Base64Decode
+            | Transform::HexEncode
+            | Transform::Length
+            | Transform::Sha1 => return false,
         };
         s.0 & needs == 0
     }
@@ -371,7 +416,13 @@ fn compress_whitespace(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
 }
 
 fn normalize_path(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
-    let needs = v.contains(&b'\\')
+    normalize_path_with(v, true)
+}
+
+/// Resolves `.` and `..` segments and runs of `/`; with `backslash`, a `\\`
+/// is a separator too.
+fn normalize_path_with(v: Cow<'_, [u8]>, backslash: bool) -> Cow<'_, [u8]> {
+    let needs = (backslash && v.contains(&b'\\'))
         || v.windows(2).any(|w| w == b"//" || w == b"/.")
         || v.starts_with(b"./")
         || v.starts_with(b"../");
@@ -380,7 +431,7 @@ fn normalize_path(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
     }
     let text: Vec<u8> = v
         .iter()
-        .map(|b| if *b == b'\\' { b'/' } else { *b })
+        .map(|b| if backslash && *b == b'\\' { b'/' } else { *b })
         .collect();
     let absolute = text.first() == Some(&b'/');
     let mut parts: Vec<&[u8]> = Vec::new();
@@ -405,6 +456,47 @@ fn normalize_path(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
     out.extend_from_slice(&parts.join(&b'/'));
     if text.ends_with(b"/") && !out.ends_with(b"/") {
         out.push(b'/');
+    }
+    Cow::Owned(out)
+}
+
+fn utf8_to_unicode(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
+    if v.is_ascii() {
+        return v;
+    }
+    let mut out = Vec::with_capacity(v.len() * 2);
+    for chunk in v.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_ascii() {
+                out.push(c as u8);
+            } else {
+                // Characters past the BMP keep their low 16 bits, as
+                // ModSecurity does.
+                out.extend_from_slice(format!("%u{:04x}", u32::from(c) & 0xffff).as_bytes());
+            }
+        }
+        out.extend_from_slice(chunk.invalid());
+    }
+    Cow::Owned(out)
+}
+
+fn replace_comments(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
+    if !v.windows(2).any(|w| w == b"/*") {
+        return v;
+    }
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i..].starts_with(b"/*") {
+            match v[i + 2..].windows(2).position(|w| w == b"*/") {
+                Some(end) => i += 2 + end + 2,
+                None => i = v.len(),
+            }
+            out.push(b' ');
+        } else {
+            out.push(v[i]);
+            i += 1;
+        }
     }
     Cow::Owned(out)
 }
