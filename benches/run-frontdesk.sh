@@ -9,6 +9,8 @@
 #   ratelimit plain + a per-IP rate limit that never refuses (its cost only)
 #   cache     plain + a response cache (every GET after the first is a hit)
 #   waf       plain + the WAF with the shipped rules (block mode, paranoia 1)
+#   crs       plain + the WAF with the OWASP Core Rule Set in $CRS (default
+#             /usr/share/modsecurity-crs; paranoia 1, the API defaults)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PROFILE=${1:-plain}
@@ -70,6 +72,17 @@ elif [[ $PROFILE == waf ]]; then
 cat >>"$CONF" <<TOML
 [waf]
 rules = ["$ROOT/rules/*.toml"]
+audit_log = "off"
+
+[[routes]]
+name = "all"
+path_prefix = "/"
+upstream = "origin"
+TOML
+elif [[ $PROFILE == crs ]]; then
+cat >>"$CONF" <<TOML
+[waf]
+crs = "${CRS:-/usr/share/modsecurity-crs}"
 audit_log = "off"
 
 [[routes]]

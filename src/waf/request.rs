@@ -29,6 +29,8 @@ pub struct RequestView {
     pub arg_names: Vec<String>,
     /// Multipart file names.
     pub files: Vec<Field>,
+    /// Each header line of each multipart part, keyed by the part's name.
+    pub part_headers: Vec<Field>,
     /// Headers, names lower-case.
     pub headers: Vec<Field>,
     pub cookies: Vec<Field>,
@@ -131,7 +133,12 @@ impl RequestView {
             // The boundary is case-sensitive: read it from the original.
             match boundary(&original) {
                 Some(b) => {
-                    if !parse_multipart(&body, b.as_bytes(), &mut self.body_args, &mut self.files) {
+                    let out = Multipart {
+                        args: &mut self.body_args,
+                        files: &mut self.files,
+                        headers: &mut self.part_headers,
+                    };
+                    if !parse_multipart(&body, b.as_bytes(), out) {
                         self.body_malformed = true;
                     }
                 }
@@ -280,12 +287,19 @@ fn boundary(content_type: &str) -> Option<String> {
 /// A small multipart/form-data reader (RFC 7578): fields become arguments,
 /// file names go to `files`, file contents are not inspected as text
 /// arguments. Returns false when the framing is broken.
-fn parse_multipart(
-    body: &[u8],
-    boundary: &[u8],
-    args: &mut Vec<Field>,
-    files: &mut Vec<Field>,
-) -> bool {
+/// Where a multipart body's fields go.
+struct Multipart<'a> {
+    args: &'a mut Vec<Field>,
+    files: &'a mut Vec<Field>,
+    headers: &'a mut Vec<Field>,
+}
+
+fn parse_multipart(body: &[u8], boundary: &[u8], out: Multipart<'_>) -> bool {
+    let Multipart {
+        args,
+        files,
+        headers,
+    } = out;
     let mut delim = b"--".to_vec();
     delim.extend_from_slice(boundary);
     let mut parts = split_on(body, &delim);
@@ -310,14 +324,25 @@ fn parse_multipart(
             .lines()
             .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
             .unwrap_or("");
+        // Parameters split on `;` outside quotes: `name="a;b"` is one.
+        let params = split_params(disposition);
         let param = |key: &str| {
-            disposition.split(';').find_map(|p| {
-                let p = p.trim();
+            params.iter().find_map(|p| {
                 let (k, v) = p.split_once('=')?;
-                (k.eq_ignore_ascii_case(key)).then(|| v.trim_matches('"').to_string())
+                let v = v.trim();
+                let v = v
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(v);
+                (k.trim().eq_ignore_ascii_case(key)).then(|| v.to_string())
             })
         };
         let name = param("name").unwrap_or_default();
+        for line in head.lines().filter(|l| !l.trim().is_empty()) {
+            if headers.len() < MAX_FIELDS {
+                headers.push((name.clone(), line.as_bytes().to_vec()));
+            }
+        }
         match param("filename") {
             Some(f) => files.push((name, f.into_bytes())),
             None => {
@@ -328,6 +353,24 @@ fn parse_multipart(
         }
     }
     saw_end
+}
+
+/// `form-data; name="a;b"; filename=x` as its parameters.
+fn split_params(header: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, c) in header.char_indices() {
+        match c {
+            '"' => quoted = !quoted,
+            ';' if !quoted => {
+                out.push(header[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(header[start..].trim());
+    out
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

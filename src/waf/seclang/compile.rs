@@ -52,6 +52,7 @@ pub enum Source {
     FilesNames,
     FilesCombinedSize,
     Xml,
+    MultipartPartHeaders,
     Tx,
     MatchedVar,
     MatchedVarName,
@@ -63,7 +64,7 @@ pub enum Source {
     UniqueId,
     Duration,
     /// A collection the gateway does not keep (persistent `IP`, `GLOBAL`,
-    /// `GEO`, `MULTIPART_PART_HEADERS`): always empty.
+    /// `GEO`, `SESSION`, `USER`, `RESOURCE`): always empty.
     Empty,
 }
 
@@ -113,7 +114,7 @@ impl Source {
             "SESSION" => (Empty, "SESSION"),
             "USER" => (Empty, "USER"),
             "RESOURCE" => (Empty, "RESOURCE"),
-            "MULTIPART_PART_HEADERS" => (Empty, "MULTIPART_PART_HEADERS"),
+            "MULTIPART_PART_HEADERS" => (MultipartPartHeaders, "MULTIPART_PART_HEADERS"),
             _ => return None,
         })
     }

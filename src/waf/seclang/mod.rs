@@ -26,30 +26,11 @@ use compile::{Compiler, Program};
 use super::engine::Hit;
 use super::request::RequestView;
 
-/// The setup used when `[waf] crs_setup` is not given: anomaly scoring
-/// (rules pass and score, CRS's blocking evaluation denies), and what an
-/// API needs: REST methods and the JSON family of content types allowed.
-/// A body that does not parse as its Content-Type says is refused with
-/// 400 (ModSecurity's recommended rule 200002).
-///
-/// And, like CRS's own application exclusion packages (903.9xxx), three
-/// rules do not read JSON body fields (`ARGS:json.*`), where API clients
-/// put free text: 942190 and 942270 read prose such as `"union jack"` or
-/// `Select 'Export' from the menu` as SQL, 932115 reads quoted speech as
-/// Windows commands. JSON fields stay covered by libinjection (942100) and
-/// every other SQL and command rule; query strings and forms by all three.
-pub const API_DEFAULTS: &str = r#"
-SecRuleEngine On
-SecDefaultAction "phase:1,log,auditlog,pass"
-SecDefaultAction "phase:2,log,auditlog,pass"
-SecAction "id:900990,phase:1,nolog,pass,t:none,setvar:tx.crs_setup_version=334"
-SecAction "id:900200,phase:1,nolog,pass,t:none,setvar:'tx.allowed_methods=GET HEAD POST PUT PATCH DELETE OPTIONS'"
-SecAction "id:900220,phase:1,nolog,pass,t:none,setvar:'tx.allowed_request_content_type=|application/x-www-form-urlencoded| |multipart/form-data| |multipart/related| |text/xml| |application/xml| |application/soap+xml| |application/json| |application/cloudevents+json| |application/cloudevents-batch+json| |application/merge-patch+json| |application/json-patch+json| |application/problem+json| |application/vnd.api+json| |application/x-ndjson| |application/graphql| |text/plain|'"
-SecRule REQBODY_ERROR "!@eq 0" "id:200002,phase:2,t:none,log,deny,status:400,msg:'Failed to parse request body: %{reqbody_error_msg}',severity:2"
-SecRuleUpdateTargetById 942190 "!ARGS:/^json\./"
-SecRuleUpdateTargetById 942270 "!ARGS:/^json\./"
-SecRuleUpdateTargetById 932115 "!ARGS:/^json\./"
-"#;
+/// The setup used when `[waf] crs_setup` is not given, built in from
+/// `conf/crs-api-defaults.conf` (what it sets, and why, is written there):
+/// anomaly scoring, REST methods and the JSON content types allowed, 400 on
+/// a body that does not parse, and three rules kept off JSON free text.
+pub const API_DEFAULTS: &str = include_str!("../../../conf/crs-api-defaults.conf");
 
 /// `[waf]` keys for the Core Rule Set.
 #[derive(Debug, Clone)]
@@ -209,5 +190,169 @@ impl Crs {
             deny: out.deny,
             score: out.score,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderMap;
+
+    /// A CRS folder holding `rules` as its one rule file, and `setup`.
+    fn load(setup: &str, rules: &str) -> Result<Crs, Vec<String>> {
+        let dir = std::env::temp_dir().join(format!(
+            "frontdesk-seclang-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(dir.join("rules")).unwrap();
+        std::fs::write(dir.join("rules/REQUEST-100-TEST.conf"), rules).unwrap();
+        std::fs::write(dir.join("rules/words.data"), "# comment\nalpha\nBeta\n").unwrap();
+        std::fs::write(dir.join("setup.conf"), setup).unwrap();
+        let out = Crs::load(&CrsOptions {
+            dir: dir.clone(),
+            setup: Some(dir.join("setup.conf")),
+            paranoia: 1,
+            detection_paranoia: 1,
+            anomaly_threshold: 5,
+            exclude: vec![],
+        });
+        std::fs::remove_dir_all(&dir).ok();
+        out
+    }
+
+    const SETUP: &str = "SecRuleEngine On\nSecDefaultAction \"phase:2,log,pass\"\n";
+
+    fn get(uri: &str) -> RequestView {
+        let mut h = HeaderMap::new();
+        h.insert("host", "shop.example".parse().unwrap());
+        let path = uri.split('?').next().unwrap_or("/");
+        RequestView::new("GET", path, uri.as_bytes(), &h, None)
+    }
+
+    fn ids(v: &CrsVerdict) -> Vec<u32> {
+        v.hits.iter().map(|h| h.id).collect()
+    }
+
+    #[test]
+    fn skip_after_a_marker_that_follows_at_once_skips_nothing_else() {
+        let crs = load(
+            SETUP,
+            r#"
+SecAction "id:1,phase:2,pass,nolog,skipAfter:M1"
+SecMarker M1
+SecRule ARGS "@contains x" "id:2,phase:2,pass,msg:'after the marker'"
+SecAction "id:3,phase:2,pass,nolog,skipAfter:M2"
+SecRule ARGS "@contains x" "id:4,phase:2,pass,msg:'skipped'"
+SecMarker M2
+"#,
+        )
+        .unwrap();
+        assert_eq!(ids(&crs.run(&get("/?a=x"), &[])), [2]);
+    }
+
+    #[test]
+    fn every_link_of_a_matching_chain_runs_its_actions() {
+        let crs = load(
+            SETUP,
+            r#"
+SecRule ARGS:a "@rx ^(\w+)-(\d+)$" "id:10,phase:2,pass,capture,msg:'chain',setvar:'tx.first=%{tx.1}',chain"
+    SecRule TX:2 "@eq 42" "setvar:'tx.score=+5',setvar:'tx.score=+2'"
+SecRule TX:score "@eq 7" "id:11,phase:2,pass,msg:'score is %{tx.score} after %{tx.first}'"
+SecRule TX:score "@eq 7" "id:12,phase:2,deny,status:418,msg:'teapot'"
+"#,
+        )
+        .unwrap();
+        let v = crs.run(&get("/?a=abc-42"), &[]);
+        assert_eq!(ids(&v), [10, 11, 12]);
+        assert_eq!(v.hits[1].msg, "score is 7 after abc");
+        assert_eq!(v.deny, Some(418), "status: is honoured");
+        // The chain's second link fails: its actions do not run.
+        let v = crs.run(&get("/?a=abc-41"), &[]);
+        assert!(ids(&v).is_empty());
+        assert_eq!(v.deny, None);
+    }
+
+    #[test]
+    fn macros_expand_for_any_collection() {
+        let crs = load(
+            SETUP,
+            r#"
+SecRule REQUEST_HEADERS:Host "@streq shop.example" "id:20,phase:1,pass,nolog,setvar:'tx.h=%{request_headers.host}'"
+SecRule ARGS:q "@contains needle" "id:21,phase:2,pass,msg:'%{MATCHED_VAR_NAME}=%{MATCHED_VAR} on %{tx.h}'"
+"#,
+        )
+        .unwrap();
+        let v = crs.run(&get("/?q=a%20needle"), &[]);
+        assert_eq!(v.hits[0].msg, "ARGS:q=a needle on shop.example");
+    }
+
+    #[test]
+    fn normalize_path_win_turns_backslashes_into_slashes_first() {
+        let crs = load(
+            SETUP,
+            r#"
+SecRule ARGS "@streq /etc/passwd" "id:30,phase:2,pass,t:none,t:normalizePathWin,msg:'win'"
+SecRule ARGS "@streq /etc/passwd" "id:31,phase:2,pass,t:none,t:normalizePath,msg:'posix'"
+"#,
+        )
+        .unwrap();
+        assert_eq!(ids(&crs.run(&get("/?f=\\etc\\x\\..\\passwd"), &[])), [30]);
+        assert_eq!(ids(&crs.run(&get("/?f=/etc/x/../passwd"), &[])), [30, 31]);
+    }
+
+    #[test]
+    fn ctl_removals_exclusions_counts_and_data_files() {
+        let crs = load(
+            SETUP,
+            r#"
+SecRule REQUEST_FILENAME "@beginsWith /admin" "id:40,phase:1,pass,nolog,ctl:ruleRemoveById=41,ctl:ruleRemoveTargetById=42;ARGS:note"
+SecRule ARGS "@pmFromFile words.data" "id:41,phase:2,pass,msg:'words'"
+SecRule ARGS|!ARGS:skip "@pm alpha" "id:42,phase:2,pass,msg:'phrase'"
+SecRule &ARGS "@gt 2" "id:43,phase:2,pass,msg:'many'"
+"#,
+        )
+        .unwrap();
+        assert_eq!(ids(&crs.run(&get("/x?a=BETA"), &[])), [41]);
+        assert_eq!(ids(&crs.run(&get("/x?skip=alpha"), &[])), [41]);
+        assert_eq!(ids(&crs.run(&get("/x?note=alpha"), &[])), [41, 42]);
+        assert_eq!(ids(&crs.run(&get("/admin?note=alpha&x=1&y=2"), &[])), [43]);
+        // A route's exclusions are removals by id.
+        assert_eq!(ids(&crs.run(&get("/x?a=alpha"), &[41])), [42]);
+    }
+
+    #[test]
+    fn load_problems_name_file_line_and_rule() {
+        let e = load(SETUP, "SecRule ARGS \"@rx (\" \"id:50,phase:2,pass\"\n").unwrap_err();
+        assert!(
+            e[0].contains("REQUEST-100-TEST.conf:1: rule 50: @rx does not compile"),
+            "{e:?}"
+        );
+        let e = load(SETUP, "\n\nSecRule ARGS \"@rx a\" \"phase:2,pass\"\n").unwrap_err();
+        assert!(
+            e[0].contains("REQUEST-100-TEST.conf:3:") && e[0].contains("needs an id"),
+            "{e:?}"
+        );
+        let e = load(SETUP, "SecRule ARGS \"@rx a\" \"id:1,chain\"\n").unwrap_err();
+        assert!(e[0].contains("no rule follows"), "{e:?}");
+        // Unsupported things are listed, not fatal.
+        let crs = load(
+            SETUP,
+            "SecGeoLookupDb /x.dat\nSecRule ARGS \"@inspectFile /bin/x\" \"id:60,phase:2,pass,foo:bar\"\n",
+        )
+        .unwrap();
+        let notes = crs.notes.unsupported.join("\n");
+        assert!(
+            notes.contains(":1: unsupported directive SecGeoLookupDb"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains(":2: rule 60: unsupported operator @inspectfile"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains(":2: rule 60: unsupported action foo"),
+            "{notes}"
+        );
     }
 }

@@ -343,10 +343,14 @@ impl<'a> State<'a> {
 
     /// Whether the link's pattern matches the value, from its regex set
     /// (one scan per set and value); `None` when the set cannot say.
+    /// Only values borrowed from the request view (`raw`) are remembered
+    /// by address.
+    #[allow(clippy::ptr_arg)] // whether it borrows is the point
     fn set_verdict(&mut self, link: &Link, raw: &Cow<'a, [u8]>) -> Option<bool> {
         let (si, pi) = link.set?;
-        let Cow::Borrowed(r) = raw else {
-            return None;
+        let r: &'a [u8] = match raw {
+            Cow::Borrowed(r) => r,
+            Cow::Owned(_) => return None,
         };
         let key = (si, r.as_ptr() as usize, r.len());
         let _ = pi;
@@ -363,7 +367,7 @@ impl<'a> State<'a> {
         // One yes/no scan: "no" rejects every rule of the set on this
         // value; after a "yes" each rule runs its own regex (asking the
         // set which patterns matched costs more than that on clean values).
-        let form = self.transform(link, raw);
+        let form = transformed(&mut self.memo, r, &link.transforms);
         let any = self.prog.sets[si].is_match(form.as_ref());
         self.set_memo.insert(key, any);
         if !any {
@@ -688,6 +692,11 @@ impl<'a> State<'a> {
                 }
             }
             Source::FilesCombinedSize => scalar(owned("0".into()), out),
+            Source::MultipartPartHeaders => {
+                for (k, v) in &req.part_headers {
+                    keyed(k, v, out);
+                }
+            }
             Source::Xml => {
                 if self.processor == "XML" {
                     for (_, v) in &req.body_args {
@@ -773,7 +782,10 @@ impl<'a> State<'a> {
             out.truncate(start);
             out.push(Val {
                 label,
-                key: None,
+                key: match &var.selector {
+                    Some(Sel::Key(k)) => Some(Cow::Owned(k.clone())),
+                    _ => None,
+                },
                 bytes: owned(n.to_string()),
             });
         }
