@@ -43,6 +43,22 @@ pub enum Transform {
     Length,
     /// The SHA-1 digest's 20 raw bytes.
     Sha1,
+    /// ANSI C escapes: `\n`, `\t`, ..., `\xHH`, `\OOO` (SecLang's
+    /// `escapeSeqDecode`).
+    EscapeSeqDecode,
+    /// Leading and trailing whitespace removed.
+    Trim,
+    TrimLeft,
+    TrimRight,
+    /// `0x414243` hex literals as their bytes (SecLang's `sqlHexDecode`).
+    SqlHexDecode,
+    /// The whole value as hex digits, decoded (SecLang's `hexDecode`).
+    HexDecode,
+    /// `/* */`, `--` and `#` comments removed (SecLang's `removeComments`).
+    RemoveComments,
+    /// The comment markers `/*`, `*/`, `--` and `#` removed.
+    RemoveCommentsChar,
+    Uppercase,
 }
 
 impl Transform {
@@ -65,12 +81,21 @@ impl Transform {
             "hex_encode" => Transform::HexEncode,
             "length" => Transform::Length,
             "sha1" => Transform::Sha1,
+            "escape_seq_decode" => Transform::EscapeSeqDecode,
+            "trim" => Transform::Trim,
+            "trim_left" => Transform::TrimLeft,
+            "trim_right" => Transform::TrimRight,
+            "sql_hex_decode" => Transform::SqlHexDecode,
+            "hex_decode" => Transform::HexDecode,
+            "remove_comments" => Transform::RemoveComments,
+            "remove_comments_char" => Transform::RemoveCommentsChar,
+            "uppercase" => Transform::Uppercase,
             _ => return None,
         })
     }
 
     /// Every transform (for tests that try them all).
-    pub const ALL: [Transform; 17] = [
+    pub const ALL: [Transform; 26] = [
         Transform::UrlDecode,
         Transform::HtmlEntityDecode,
         Transform::Lowercase,
@@ -88,9 +113,18 @@ impl Transform {
         Transform::HexEncode,
         Transform::Length,
         Transform::Sha1,
+        Transform::EscapeSeqDecode,
+        Transform::Trim,
+        Transform::TrimLeft,
+        Transform::TrimRight,
+        Transform::SqlHexDecode,
+        Transform::HexDecode,
+        Transform::RemoveComments,
+        Transform::RemoveCommentsChar,
+        Transform::Uppercase,
     ];
 
-    pub const NAMES: &'static str = "url_decode, url_decode_uni, html_entity_decode, lowercase, remove_nulls, compress_whitespace, remove_whitespace, normalize_path, base64_decode, js_decode, css_decode, cmdline, normalize_path_posix, utf8_to_unicode, replace_comments, hex_encode, length, sha1";
+    pub const NAMES: &'static str = "url_decode, url_decode_uni, html_entity_decode, lowercase, remove_nulls, compress_whitespace, remove_whitespace, normalize_path, base64_decode, js_decode, css_decode, cmdline, normalize_path_posix, utf8_to_unicode, replace_comments, hex_encode, length, sha1, escape_seq_decode, trim, trim_left, trim_right, sql_hex_decode, hex_decode, remove_comments, remove_comments_char, uppercase";
 
     pub fn apply<'a>(self, v: Cow<'a, [u8]>) -> Cow<'a, [u8]> {
         match self {
@@ -136,6 +170,24 @@ impl Transform {
             Transform::Sha1 => {
                 use sha1::Digest;
                 Cow::Owned(sha1::Sha1::digest(&v[..]).to_vec())
+            }
+            Transform::EscapeSeqDecode => escape_seq_decode(v),
+            Transform::Trim => trimmed(v, true, true),
+            Transform::TrimLeft => trimmed(v, true, false),
+            Transform::TrimRight => trimmed(v, false, true),
+            Transform::SqlHexDecode => sql_hex_decode(v),
+            Transform::HexDecode => match hex::decode(v.trim_ascii()) {
+                Ok(b) => Cow::Owned(b),
+                Err(_) => v,
+            },
+            Transform::RemoveComments => remove_comments(v, false),
+            Transform::RemoveCommentsChar => remove_comments(v, true),
+            Transform::Uppercase => {
+                if v.iter().any(u8::is_ascii_lowercase) {
+                    Cow::Owned(v.to_ascii_uppercase())
+                } else {
+                    v
+                }
             }
         }
     }
@@ -226,7 +278,14 @@ impl Transform {
             Transform::Utf8ToUnicode => HAS_HIGH,
             Transform::JsDecode | Transform::CssDecode => HAS_BACKSLASH,
             Transform::CmdLine => HAS_CMD,
+            Transform::EscapeSeqDecode => HAS_BACKSLASH,
+            Transform::Trim | Transform::TrimLeft | Transform::TrimRight => HAS_SPACE,
             Transform::Base64Decode
+            | Transform::SqlHexDecode
+            | Transform::HexDecode
+            | Transform::RemoveComments
+            | Transform::RemoveCommentsChar
+            | Transform::Uppercase
             | Transform::HexEncode
             | Transform::Length
             | Transform::Sha1 => return false,
@@ -480,6 +539,131 @@ fn utf8_to_unicode(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
+fn trimmed(v: Cow<'_, [u8]>, left: bool, right: bool) -> Cow<'_, [u8]> {
+    let mut t: &[u8] = &v;
+    if left {
+        t = t.trim_ascii_start();
+    }
+    if right {
+        t = t.trim_ascii_end();
+    }
+    if t.len() == v.len() {
+        v
+    } else {
+        Cow::Owned(t.to_vec())
+    }
+}
+
+fn escape_seq_decode(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
+    if !v.contains(&b'\\') {
+        return v;
+    }
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] != b'\\' || i + 1 >= v.len() {
+            out.push(v[i]);
+            i += 1;
+            continue;
+        }
+        let n = v[i + 1];
+        let simple = match n {
+            b'a' => Some(7),
+            b'b' => Some(8),
+            b'f' => Some(12),
+            b'n' => Some(b'\n'),
+            b'r' => Some(b'\r'),
+            b't' => Some(b'\t'),
+            b'v' => Some(11),
+            b'\\' | b'?' | b'\'' | b'"' => Some(n),
+            _ => None,
+        };
+        if let Some(c) = simple {
+            out.push(c);
+            i += 2;
+        } else if n == b'x' && v.len() > i + 3 && hex(v[i + 2]).is_some() && hex(v[i + 3]).is_some()
+        {
+            out.push(hex(v[i + 2]).unwrap_or(0) << 4 | hex(v[i + 3]).unwrap_or(0));
+            i += 4;
+        } else if (b'0'..=b'7').contains(&n) {
+            let mut c: u32 = 0;
+            let mut j = i + 1;
+            while j < v.len() && j < i + 4 && (b'0'..=b'7').contains(&v[j]) {
+                c = c * 8 + u32::from(v[j] - b'0');
+                j += 1;
+            }
+            out.push((c & 0xff) as u8);
+            i = j;
+        } else {
+            // An unknown escape keeps the character, without the backslash.
+            out.push(n);
+            i += 2;
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn sql_hex_decode(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
+    let lower = v.to_ascii_lowercase();
+    if !lower.windows(2).any(|w| w == b"0x") {
+        return v;
+    }
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if lower[i..].starts_with(b"0x") {
+            let digits = v[i + 2..].iter().take_while(|b| hex(**b).is_some()).count() & !1;
+            if digits >= 2 {
+                for pair in v[i + 2..i + 2 + digits].chunks(2) {
+                    out.push(hex(pair[0]).unwrap_or(0) << 4 | hex(pair[1]).unwrap_or(0));
+                }
+                i += 2 + digits;
+                continue;
+            }
+        }
+        out.push(v[i]);
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+/// `removeComments` (`chars_only`: `removeCommentsChar`).
+fn remove_comments(v: Cow<'_, [u8]>, chars_only: bool) -> Cow<'_, [u8]> {
+    if !v.iter().any(|b| matches!(b, b'/' | b'*' | b'-' | b'#')) {
+        return v;
+    }
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        let rest = &v[i..];
+        if chars_only {
+            if rest.starts_with(b"/*") || rest.starts_with(b"*/") || rest.starts_with(b"--") {
+                i += 2;
+            } else if rest[0] == b'#' {
+                i += 1;
+            } else {
+                out.push(rest[0]);
+                i += 1;
+            }
+        } else if rest.starts_with(b"/*") {
+            i = match rest[2..].windows(2).position(|w| w == b"*/") {
+                Some(end) => i + 2 + end + 2,
+                None => v.len(),
+            };
+        } else if rest.starts_with(b"--") || rest[0] == b'#' {
+            // To the end of the line.
+            i = v[i..]
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(v.len(), |n| i + n);
+        } else {
+            out.push(rest[0]);
+            i += 1;
+        }
+    }
+    Cow::Owned(out)
+}
+
 fn replace_comments(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
     if !v.windows(2).any(|w| w == b"/*") {
         return v;
@@ -672,6 +856,33 @@ mod tests {
 
     fn t(x: Transform, s: &str) -> String {
         String::from_utf8_lossy(&x.apply(Cow::Borrowed(s.as_bytes()))).into_owned()
+    }
+
+    #[test]
+    fn seclang_transforms() {
+        assert_eq!(t(Transform::EscapeSeqDecode, r"a\nb\x41\101\q"), "a\nbAAq");
+        assert_eq!(
+            t(Transform::SqlHexDecode, "select 0x414243, 0xZ"),
+            "select ABC, 0xZ"
+        );
+        assert_eq!(t(Transform::HexDecode, "414243"), "ABC");
+        assert_eq!(t(Transform::HexDecode, "41zz"), "41zz");
+        assert_eq!(t(Transform::Trim, "  a b \t"), "a b");
+        assert_eq!(t(Transform::TrimLeft, "  a "), "a ");
+        assert_eq!(t(Transform::TrimRight, "  a "), "  a");
+        assert_eq!(
+            t(Transform::RemoveComments, "1/*x*/OR 1 -- rest\n2"),
+            "1OR 1 \n2"
+        );
+        assert_eq!(t(Transform::RemoveCommentsChar, "1/*x*/OR#1--"), "1xOR1");
+        assert_eq!(t(Transform::ReplaceComments, "1/*x*/OR/*y"), "1 OR ");
+        assert_eq!(t(Transform::Utf8ToUnicode, "a\u{e9}"), "a%u00e9");
+        assert_eq!(
+            t(Transform::NormalizePathPosix, "/a/./b/../c\\d"),
+            "/a/c\\d"
+        );
+        assert_eq!(t(Transform::Length, "abcd"), "4");
+        assert_eq!(t(Transform::Uppercase, "aB"), "AB");
     }
 
     #[test]

@@ -1402,6 +1402,15 @@ fn seclang_transform(name: &str) -> Option<Transform> {
         "sha1" => Transform::Sha1,
         "utf8tounicode" => Transform::Utf8ToUnicode,
         "base64decode" | "base64decodeext" => Transform::Base64Decode,
+        "escapeseqdecode" => Transform::EscapeSeqDecode,
+        "trim" => Transform::Trim,
+        "trimleft" => Transform::TrimLeft,
+        "trimright" => Transform::TrimRight,
+        "sqlhexdecode" => Transform::SqlHexDecode,
+        "hexdecode" => Transform::HexDecode,
+        "removecomments" => Transform::RemoveComments,
+        "removecommentschar" => Transform::RemoveCommentsChar,
+        "uppercase" => Transform::Uppercase,
         _ => return None,
     })
 }
