@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::{client, upstream, Backend, Gateway};
+use common::{audit_lines, client, upstream, Backend, Gateway};
 
 const CRS: &str = "/usr/share/modsecurity-crs";
 
@@ -35,14 +35,6 @@ async fn gateway(backend: &Backend, waf_extra: &str) -> Gateway {
         ),
     )
     .await
-}
-
-fn audit_lines(gw: &Gateway) -> Vec<Value> {
-    std::fs::read_to_string(gw.path("audit.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
 }
 
 /// The audit line of the request with this X-Request-Id (it may take a

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::{client, get_json, metrics, upstream, Backend, Gateway};
+use common::{audit_lines, client, get_json, metrics, upstream, Backend, Gateway};
 
 fn rules_glob() -> String {
     format!("{}/rules/*.toml", env!("CARGO_MANIFEST_DIR"))
@@ -55,14 +55,6 @@ async fn post_chunked(gw: &Gateway, path: &str, each: usize) -> reqwest::Respons
         .send()
         .await
         .expect("chunked request")
-}
-
-fn audit_lines(gw: &Gateway) -> Vec<Value> {
-    std::fs::read_to_string(gw.path("audit.log"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
 }
 
 async fn eventually_audited(gw: &Gateway, n: usize) -> Vec<Value> {

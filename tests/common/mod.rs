@@ -287,6 +287,15 @@ pub fn check(conf: &std::path::Path) -> (Option<i32>, String) {
     )
 }
 
+/// The WAF audit log's lines (`audit.log` in the gateway's folder).
+pub fn audit_lines(gw: &Gateway) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(gw.path("audit.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 /// A plain HTTP client that never uses a proxy.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -22,7 +22,7 @@ use crate::waf::clean_cache;
 use crate::waf::engine::{
     invalid_url_encoding, may_be_sqli, may_be_xss, transformed, truncated, Form, Hit, Memo,
 };
-use crate::waf::request::RequestView;
+use crate::waf::request::{Field, RequestView};
 
 /// Clean-cache "groups" of regex sets start here (below: link numbers).
 const SET_KEYS: usize = 1 << 30;
@@ -593,6 +593,12 @@ impl<'a> State<'a> {
                 });
             }
         };
+        // A keyed collection's values (or, with `names`, its keys).
+        let fields = |list: &'a [Field], names: bool, out: &mut Vec<Val<'a>>| {
+            for (k, v) in list {
+                keyed(k, if names { k.as_bytes() } else { v }, out);
+            }
+        };
         let owned = |s: String| Cow::Owned(s.into_bytes());
         let path = || {
             let uri = &req.uri[..];
@@ -627,26 +633,10 @@ impl<'a> State<'a> {
                 let n: usize = req.args().map(|(k, v)| k.len() + v.len()).sum();
                 scalar(owned(n.to_string()), out)
             }
-            Source::Cookies => {
-                for (k, v) in &req.cookies {
-                    keyed(k, v, out);
-                }
-            }
-            Source::CookiesNames => {
-                for (k, _) in &req.cookies {
-                    keyed(k, k.as_bytes(), out);
-                }
-            }
-            Source::Headers => {
-                for (k, v) in &req.headers {
-                    keyed(k, v, out);
-                }
-            }
-            Source::HeadersNames => {
-                for (k, _) in &req.headers {
-                    keyed(k, k.as_bytes(), out);
-                }
-            }
+            Source::Cookies => fields(&req.cookies, false, out),
+            Source::CookiesNames => fields(&req.cookies, true, out),
+            Source::Headers => fields(&req.headers, false, out),
+            Source::HeadersNames => fields(&req.headers, true, out),
             Source::Filename => scalar(Cow::Borrowed(path()), out),
             Source::Basename => {
                 let p = path();
@@ -681,22 +671,10 @@ impl<'a> State<'a> {
                     scalar(owned(ip.to_string()), out)
                 }
             }
-            Source::Files => {
-                for (k, v) in &req.files {
-                    keyed(k, v, out);
-                }
-            }
-            Source::FilesNames => {
-                for (k, _) in &req.files {
-                    keyed(k, k.as_bytes(), out);
-                }
-            }
+            Source::Files => fields(&req.files, false, out),
+            Source::FilesNames => fields(&req.files, true, out),
             Source::FilesCombinedSize => scalar(owned("0".into()), out),
-            Source::MultipartPartHeaders => {
-                for (k, v) in &req.part_headers {
-                    keyed(k, v, out);
-                }
-            }
+            Source::MultipartPartHeaders => fields(&req.part_headers, false, out),
             Source::Xml => {
                 if self.processor == "XML" {
                     for (_, v) in &req.body_args {
