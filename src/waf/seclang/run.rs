@@ -78,6 +78,8 @@ struct State<'a> {
     memo: Memo<'a>,
     /// Regex set results per (set, value address, length).
     set_memo: HashMap<(usize, usize, usize), bool, foldhash::fast::FixedState>,
+    /// A value list to reuse for links without a slot.
+    scratch: Vec<Val<'a>>,
     /// Value lists by slot, built on first use.
     value_cache: Vec<Option<Vec<Val<'a>>>>,
     out: Outcome,
@@ -106,6 +108,7 @@ pub fn run(prog: &Program, req: &RequestView, excluded: &[u32]) -> Outcome {
         engine: prog.engine.unwrap_or(EngineState::On),
         memo: Memo::default(),
         value_cache: (0..prog.value_slots).map(|_| None).collect(),
+        scratch: Vec::new(),
         set_memo: HashMap::with_capacity_and_hasher(256, foldhash::fast::FixedState::default()),
         out: Outcome::default(),
         started: std::time::Instant::now(),
@@ -280,6 +283,9 @@ impl<'a> State<'a> {
         if link.always {
             return true;
         }
+        if let Some(m) = self.tx_number_check(rule, link) {
+            return m;
+        }
         // A shared value list, unless a ctl removed targets of this rule.
         let slot = link
             .values_slot
@@ -287,7 +293,8 @@ impl<'a> State<'a> {
         let vals = match slot.and_then(|s| self.value_cache[s].take()) {
             Some(v) => v,
             None => {
-                let mut vals: Vec<Val<'a>> = Vec::new();
+                let mut vals = std::mem::take(&mut self.scratch);
+                vals.clear();
                 for var in &link.vars {
                     self.values(var, rule, &link.exclusions, &mut vals);
                 }
@@ -335,8 +342,9 @@ impl<'a> State<'a> {
                 self.matched_var = Some(m);
             }
         }
-        if let Some(s) = slot {
-            self.value_cache[s] = Some(vals);
+        match slot {
+            Some(s) if self.value_cache[s].is_none() => self.value_cache[s] = Some(vals),
+            _ => self.scratch = vals,
         }
         any
     }
@@ -376,6 +384,42 @@ impl<'a> State<'a> {
             }
         }
         (!any).then_some(false)
+    }
+
+    /// The commonest rule of all, `TX:name "@lt 2"` (paranoia gates, score
+    /// checks), without building a value list: `None` for any other link.
+    fn tx_number_check(&mut self, rule: &Rule, link: &Link) -> Option<bool> {
+        let ([var], Operator::Num(cmp, t)) = (link.vars.as_slice(), &link.op) else {
+            return None;
+        };
+        let Some(Sel::Key(key)) = &var.selector else {
+            return None;
+        };
+        if var.source != Source::Tx
+            || var.count
+            || link.multi_match
+            || !link.exclusions.is_empty()
+            || self.has_runtime_exclusions(rule)
+        {
+            return None;
+        }
+        self.matched_vars.clear();
+        let Some(v) = self.tx.get(key.as_str()) else {
+            return Some(false);
+        };
+        let a = atoi(v.as_bytes());
+        let b = atoi(self.expand(t, rule).as_bytes());
+        let matched = cmp.holds(a, b) != link.negate;
+        if matched {
+            let m = Matched {
+                label: var.label,
+                key: Some(Cow::Owned(key.clone())),
+                value: Form::Owned(bytes::Bytes::from(v.clone().into_bytes())),
+            };
+            self.matched_vars.push(m.clone());
+            self.matched_var = Some(m);
+        }
+        Some(matched)
     }
 
     fn has_runtime_exclusions(&self, rule: &Rule) -> bool {
@@ -459,17 +503,7 @@ impl<'a> State<'a> {
                 let p = self.expand(t, rule);
                 !v.is_empty() && contains(p.as_bytes(), v)
             }
-            Operator::Num(cmp, t) => {
-                let a = atoi(v);
-                let b = atoi(self.expand(t, rule).as_bytes());
-                match cmp {
-                    NumCmp::Eq => a == b,
-                    NumCmp::Ge => a >= b,
-                    NumCmp::Gt => a > b,
-                    NumCmp::Le => a <= b,
-                    NumCmp::Lt => a < b,
-                }
-            }
+            Operator::Num(cmp, t) => cmp.holds(atoi(v), atoi(self.expand(t, rule).as_bytes())),
             Operator::ValidateByteRange(allowed) => v.iter().any(|b| !allowed[usize::from(*b)]),
             Operator::ValidateUrlEncoding => invalid_url_encoding(v),
             Operator::ValidateUtf8 => std::str::from_utf8(v).is_err(),
@@ -845,6 +879,18 @@ impl<'a> State<'a> {
                 }
             }
             Ctl::Engine(state) => self.engine = *state,
+        }
+    }
+}
+
+impl NumCmp {
+    fn holds(self, a: i64, b: i64) -> bool {
+        match self {
+            NumCmp::Eq => a == b,
+            NumCmp::Ge => a >= b,
+            NumCmp::Gt => a > b,
+            NumCmp::Le => a <= b,
+            NumCmp::Lt => a < b,
         }
     }
 }
