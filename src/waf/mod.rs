@@ -192,12 +192,19 @@ impl Waf {
 }
 
 /// Targets whose values may be credentials: never written to the audit log.
+/// Native names (`cookie:x`, `header:authorization`) and the Core Rule
+/// Set's (`REQUEST_COOKIES:x`, `REQUEST_HEADERS:Authorization`).
 fn is_secret_target(target: &str) -> bool {
     let t = target.to_ascii_lowercase();
+    let header = t
+        .strip_prefix("header:")
+        .or_else(|| t.strip_prefix("request_headers:"));
     t.starts_with("cookie:")
-        || t == "header:authorization"
-        || t == "header:proxy-authorization"
-        || t == "header:cookie"
+        || t.starts_with("request_cookies:")
+        || matches!(
+            header,
+            Some("authorization" | "proxy-authorization" | "cookie")
+        )
         || t.contains("api-key")
         || t.contains("api_key")
         || t.contains("token")
@@ -265,12 +272,26 @@ mod tests {
             hit("cookie:session"),
             hit("args:api_key"),
             hit("args:q"),
+            // The Core Rule Set's names.
+            hit("REQUEST_HEADERS:authorization"),
+            hit("REQUEST_COOKIES:session"),
+            hit("ARGS:json.password"),
+            hit("REQUEST_HEADERS:user-agent"),
         ];
         let out = audit_rules(&hits);
         let values: Vec<&str> = out.iter().map(|r| r.value).collect();
         assert_eq!(
             values,
-            ["[redacted]", "[redacted]", "[redacted]", "secret-value"]
+            [
+                "[redacted]",
+                "[redacted]",
+                "[redacted]",
+                "secret-value",
+                "[redacted]",
+                "[redacted]",
+                "[redacted]",
+                "secret-value"
+            ]
         );
     }
 }
