@@ -1348,12 +1348,12 @@ fn compile_waf(
             compile_crs(cx, w, dir, base_dir)
         }
         None => {
-            for key in ["crs_setup", "crs_exclude", "detection_paranoia"] {
-                let set = match key {
-                    "crs_setup" => w.crs_setup.is_some(),
-                    "crs_exclude" => !w.crs_exclude.is_empty(),
-                    _ => w.detection_paranoia.is_some(),
-                };
+            let crs_only = [
+                ("crs_setup", w.crs_setup.is_some()),
+                ("crs_exclude", !w.crs_exclude.is_empty()),
+                ("detection_paranoia", w.detection_paranoia.is_some()),
+            ];
+            for (key, set) in crs_only {
                 if set {
                     cx.err(
                         format!("waf.{key}"),

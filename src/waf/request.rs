@@ -46,6 +46,32 @@ pub struct RequestView {
     pub transfer_encoding: Option<Vec<u8>>,
 }
 
+/// How a body is parsed, by its Content-Type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    Form,
+    Json,
+    Xml,
+    Multipart,
+}
+
+impl BodyKind {
+    pub fn of(content_type: &str) -> Option<BodyKind> {
+        let ct = content_type.to_ascii_lowercase();
+        if ct.starts_with("application/x-www-form-urlencoded") {
+            Some(BodyKind::Form)
+        } else if ct.starts_with("application/json") || ct.contains("+json") {
+            Some(BodyKind::Json)
+        } else if ct.contains("xml") {
+            Some(BodyKind::Xml)
+        } else if ct.starts_with("multipart/form-data") {
+            Some(BodyKind::Multipart)
+        } else {
+            None
+        }
+    }
+}
+
 /// How deep a JSON body is walked, and how many leaves are kept.
 const JSON_MAX_DEPTH: usize = 32;
 const MAX_FIELDS: usize = 1024;
@@ -118,20 +144,16 @@ impl RequestView {
         let original = content_type
             .map(|c| String::from_utf8_lossy(c).into_owned())
             .unwrap_or_default();
-        let ct = original.to_ascii_lowercase();
         let mut keys = Vec::new();
-        if ct.starts_with("application/x-www-form-urlencoded") {
-            self.body_args = parse_urlencoded(&body);
-        } else if ct.starts_with("application/json") || ct.contains("+json") {
-            match serde_json::from_slice::<serde_json::Value>(&body) {
+        match BodyKind::of(&original) {
+            Some(BodyKind::Form) => self.body_args = parse_urlencoded(&body),
+            Some(BodyKind::Json) => match serde_json::from_slice::<serde_json::Value>(&body) {
                 Ok(v) => flatten_json(&v, String::from("json"), 0, &mut self.body_args, &mut keys),
                 Err(_) => self.body_malformed = true,
-            }
-        } else if ct.contains("xml") {
-            xml_values(&body, &mut self.body_args);
-        } else if ct.starts_with("multipart/form-data") {
+            },
+            Some(BodyKind::Xml) => xml_values(&body, &mut self.body_args),
             // The boundary is case-sensitive: read it from the original.
-            match boundary(&original) {
+            Some(BodyKind::Multipart) => match boundary(&original) {
                 Some(b) => {
                     let out = Multipart {
                         args: &mut self.body_args,
@@ -143,7 +165,8 @@ impl RequestView {
                     }
                 }
                 None => self.body_malformed = true,
-            }
+            },
+            None => {}
         }
         if keys.is_empty() {
             keys = self.body_args.iter().map(|(k, _)| k.clone()).collect();

@@ -465,8 +465,8 @@ pub struct Link {
     /// Links that read the same request variables (nothing that changes
     /// during a run) share a slot: their value list is built once.
     pub values_slot: Option<usize>,
-    /// `(set, pattern)`: the regex is also in one of [`Program::sets`].
-    pub set: Option<(usize, usize)>,
+    /// The regex is also in this one of [`Program::sets`].
+    pub set: Option<usize>,
     /// The link's number in the program (for the clean-value cache).
     pub gid: u32,
     pub vars: Vec<Var>,
@@ -574,6 +574,9 @@ const ENGINE_SETTINGS: &[&str] = &[
     "SecUploadKeepFiles",
 ];
 
+/// `SecRuleUpdateTargetById`: these id ranges leave out these targets.
+type TargetUpdate = (Vec<(u32, u32)>, Vec<Exclusion>);
+
 /// Builds the program from directives (in load order).
 pub struct Compiler {
     pub program: Program,
@@ -585,7 +588,7 @@ pub struct Compiler {
     open_chain: Option<usize>,
     removed_ids: Vec<(u32, u32)>,
     removed_tags: Vec<String>,
-    target_updates: Vec<(u32, Vec<Exclusion>)>,
+    target_updates: Vec<TargetUpdate>,
     ids: HashSet<u32>,
     ignored_seen: HashSet<String>,
     /// Variable list (as written) to its value slot.
@@ -607,7 +610,17 @@ impl Compiler {
     /// tagged above `max_paranoia` never run, so they stay out.
     fn build_sets(&mut self, max_paranoia: u8) {
         let mut groups: BTreeMap<Vec<Transform>, Vec<(usize, usize)>> = BTreeMap::new();
-        for (ri, r) in self.program.rules.iter().enumerate() {
+        let scheduled = self
+            .program
+            .phases
+            .iter()
+            .flatten()
+            .filter_map(|s| match s {
+                Step::Rule(ri) => Some(*ri),
+                Step::Marker(_) => None,
+            });
+        for ri in scheduled {
+            let r = &self.program.rules[ri];
             let level = r
                 .tags
                 .iter()
@@ -650,8 +663,8 @@ impl Compiler {
             };
             let si = self.program.sets.len();
             self.program.sets.push(set);
-            for (pi, (ri, li)) in members.into_iter().enumerate() {
-                self.program.rules[ri].links[li].set = Some((si, pi));
+            for (ri, li) in members {
+                self.program.rules[ri].links[li].set = Some(si);
             }
         }
     }
@@ -759,11 +772,7 @@ impl Compiler {
                 };
                 match (id_ranges(ids), exclusions_of(vars)) {
                     (Some(ranges), Ok(ex)) if d.args.len() == 2 => {
-                        for (lo, hi) in ranges {
-                            for id in lo..=hi.min(lo.saturating_add(10_000)) {
-                                self.target_updates.push((id, ex.clone()));
-                            }
-                        }
+                        self.target_updates.push((ranges, ex));
                     }
                     (_, Err(e)) => self.errors.push(bad(d, None, e)),
                     _ => self.notes.unsupported.push(bad(
@@ -1005,11 +1014,6 @@ impl Compiler {
             self.program.rules[parent].links.push(link);
             return;
         }
-        let removed = self
-            .removed_ids
-            .iter()
-            .any(|(lo, hi)| (*lo..=*hi).contains(&id))
-            || tags.iter().any(|t| self.removed_tags.contains(t));
         let pidx = match phase {
             1 | 2 => Some(usize::from(phase - 1)),
             _ => None,
@@ -1038,7 +1042,7 @@ impl Compiler {
             skip,
             skip_after,
         });
-        if let (Some(p), false) = (pidx, removed) {
+        if let Some(p) = pidx {
             self.program.phases[p].push(Step::Rule(index));
         }
     }
@@ -1168,9 +1172,27 @@ impl Compiler {
                 r.file, r.line, r.id
             ));
         }
+        // Removals apply to rules loaded before them too.
+        let removed: Vec<bool> = self
+            .program
+            .rules
+            .iter()
+            .map(|r| {
+                in_ranges(&self.removed_ids, r.id)
+                    || r.tags.iter().any(|t| self.removed_tags.contains(t))
+            })
+            .collect();
+        for steps in &mut self.program.phases {
+            steps.retain(|s| !matches!(s, Step::Rule(i) if removed[*i]));
+        }
         let mut slots = self.slots.len();
-        for (id, ex) in std::mem::take(&mut self.target_updates) {
-            for r in self.program.rules.iter_mut().filter(|r| r.id == id) {
+        for (ranges, ex) in std::mem::take(&mut self.target_updates) {
+            for r in self
+                .program
+                .rules
+                .iter_mut()
+                .filter(|r| in_ranges(&ranges, r.id))
+            {
                 r.links[0].exclusions.extend(ex.iter().cloned());
                 // Its values differ from the other rules' now.
                 if r.links[0].values_slot.is_some() {
@@ -1189,23 +1211,6 @@ impl Compiler {
             }
         }
         self.program.id = crate::waf::engine::next_engine_id();
-        // Removals apply to rules loaded before them too.
-        let removed: Vec<usize> = self
-            .program
-            .rules
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| {
-                self.removed_ids
-                    .iter()
-                    .any(|(lo, hi)| (*lo..=*hi).contains(&r.id))
-                    || r.tags.iter().any(|t| self.removed_tags.contains(t))
-            })
-            .map(|(i, _)| i)
-            .collect();
-        for steps in &mut self.program.phases {
-            steps.retain(|s| !matches!(s, Step::Rule(i) if removed.contains(i)));
-        }
         // Marker positions after removal.
         for (p, steps) in self.program.phases.iter().enumerate() {
             self.program.markers[p] = steps
@@ -1259,6 +1264,11 @@ fn phrases(list: Vec<String>) -> Result<Operator, Option<String>> {
         .build(&list)
         .map(|ac| Operator::Pm(Box::new(ac)))
         .map_err(|e| Some(format!("phrases: {e}")))
+}
+
+/// Whether `id` is in one of the inclusive `ranges`.
+pub fn in_ranges(ranges: &[(u32, u32)], id: u32) -> bool {
+    ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&id))
 }
 
 fn id_ranges(s: &str) -> Option<Vec<(u32, u32)>> {

@@ -15,14 +15,14 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::compile::{
-    Ctl, Disruptive, EngineState, Exclusion, Link, NumCmp, Operator, Part, Program, Rule, Rx, Sel,
-    SetOp, SetVar, Source, Step, Template, Var,
+    in_ranges, Ctl, Disruptive, EngineState, Exclusion, Link, NumCmp, Operator, Part, Program,
+    Rule, Rx, Sel, SetOp, SetVar, Source, Step, Template, Var,
 };
 use crate::waf::clean_cache;
 use crate::waf::engine::{
     invalid_url_encoding, may_be_sqli, may_be_xss, transformed, truncated, Form, Hit, Memo,
 };
-use crate::waf::request::{Field, RequestView};
+use crate::waf::request::{BodyKind, Field, RequestView};
 
 /// Clean-cache "groups" of regex sets start here (below: link numbers).
 const SET_KEYS: usize = 1 << 30;
@@ -134,23 +134,21 @@ pub fn run(prog: &Program, req: &RequestView, excluded: &[u32]) -> Outcome {
     s.out
 }
 
+/// SecLang's `REQBODY_PROCESSOR` for the request's Content-Type: the
+/// parser the request view uses for it.
 fn body_processor(req: &RequestView) -> &'static str {
     let ct = req
         .headers
         .iter()
         .find(|(k, _)| k == "content-type")
-        .map(|(_, v)| v.to_ascii_lowercase())
+        .map(|(_, v)| String::from_utf8_lossy(v))
         .unwrap_or_default();
-    if ct.starts_with(b"application/x-www-form-urlencoded") {
-        "URLENCODED"
-    } else if ct.starts_with(b"multipart/") {
-        "MULTIPART"
-    } else if ct.starts_with(b"application/json") || ct.windows(5).any(|w| w == b"+json") {
-        "JSON"
-    } else if ct.windows(3).any(|w| w == b"xml") {
-        "XML"
-    } else {
-        ""
+    match BodyKind::of(&ct) {
+        Some(BodyKind::Form) => "URLENCODED",
+        Some(BodyKind::Json) => "JSON",
+        Some(BodyKind::Xml) => "XML",
+        Some(BodyKind::Multipart) => "MULTIPART",
+        None => "",
     }
 }
 
@@ -171,10 +169,6 @@ fn atoi(v: &[u8]) -> i64 {
     } else {
         n
     }
-}
-
-fn in_ranges(ranges: &[(u32, u32)], id: u32) -> bool {
-    ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&id))
 }
 
 impl<'a> State<'a> {
@@ -283,13 +277,14 @@ impl<'a> State<'a> {
         if link.always {
             return true;
         }
-        if let Some(m) = self.tx_number_check(rule, link) {
-            return m;
+        // A ctl removed targets of this rule: no shortcut, no shared list.
+        let runtime_exclusions = self.has_runtime_exclusions(rule);
+        if !runtime_exclusions {
+            if let Some(m) = self.tx_number_check(rule, link) {
+                return m;
+            }
         }
-        // A shared value list, unless a ctl removed targets of this rule.
-        let slot = link
-            .values_slot
-            .filter(|_| !self.has_runtime_exclusions(rule));
+        let slot = link.values_slot.filter(|_| !runtime_exclusions);
         let vals = match slot.and_then(|s| self.value_cache[s].take()) {
             Some(v) => v,
             None => {
@@ -355,13 +350,12 @@ impl<'a> State<'a> {
     /// by address.
     #[allow(clippy::ptr_arg)] // whether it borrows is the point
     fn set_verdict(&mut self, link: &Link, raw: &Cow<'a, [u8]>) -> Option<bool> {
-        let (si, pi) = link.set?;
+        let si = link.set?;
         let r: &'a [u8] = match raw {
             Cow::Borrowed(r) => r,
             Cow::Owned(_) => return None,
         };
         let key = (si, r.as_ptr() as usize, r.len());
-        let _ = pi;
         if let Some(any) = self.set_memo.get(&key) {
             return (!any).then_some(false);
         }
@@ -387,7 +381,8 @@ impl<'a> State<'a> {
     }
 
     /// The commonest rule of all, `TX:name "@lt 2"` (paranoia gates, score
-    /// checks), without building a value list: `None` for any other link.
+    /// checks), without building a value list: `None` for any other link
+    /// (the caller has checked that no ctl removed targets of the rule).
     fn tx_number_check(&mut self, rule: &Rule, link: &Link) -> Option<bool> {
         let ([var], Operator::Num(cmp, t)) = (link.vars.as_slice(), &link.op) else {
             return None;
@@ -395,11 +390,7 @@ impl<'a> State<'a> {
         let Some(Sel::Key(key)) = &var.selector else {
             return None;
         };
-        if var.source != Source::Tx
-            || var.count
-            || link.multi_match
-            || !link.exclusions.is_empty()
-            || self.has_runtime_exclusions(rule)
+        if var.source != Source::Tx || var.count || link.multi_match || !link.exclusions.is_empty()
         {
             return None;
         }
@@ -639,28 +630,19 @@ impl<'a> State<'a> {
             &uri[..uri.iter().position(|b| *b == b'?').unwrap_or(uri.len())]
         };
         match var.source {
-            Source::Args | Source::ArgsGet | Source::ArgsPost => {
-                let q = matches!(var.source, Source::Args | Source::ArgsGet);
-                let b = matches!(var.source, Source::Args | Source::ArgsPost);
-                let fields = q
-                    .then_some(&req.query_args)
-                    .into_iter()
-                    .flatten()
-                    .chain(b.then_some(&req.body_args).into_iter().flatten());
-                for (k, v) in fields {
-                    keyed(k, v, out);
+            Source::Args
+            | Source::ArgsGet
+            | Source::ArgsPost
+            | Source::ArgsNames
+            | Source::ArgsGetNames
+            | Source::ArgsPostNames => {
+                use Source::*;
+                let names = matches!(var.source, ArgsNames | ArgsGetNames | ArgsPostNames);
+                if !matches!(var.source, ArgsPost | ArgsPostNames) {
+                    fields(&req.query_args, names, out);
                 }
-            }
-            Source::ArgsNames | Source::ArgsGetNames | Source::ArgsPostNames => {
-                let q = matches!(var.source, Source::ArgsNames | Source::ArgsGetNames);
-                let b = matches!(var.source, Source::ArgsNames | Source::ArgsPostNames);
-                let fields = q
-                    .then_some(&req.query_args)
-                    .into_iter()
-                    .flatten()
-                    .chain(b.then_some(&req.body_args).into_iter().flatten());
-                for (k, _) in fields {
-                    keyed(k, k.as_bytes(), out);
+                if !matches!(var.source, ArgsGet | ArgsGetNames) {
+                    fields(&req.body_args, names, out);
                 }
             }
             Source::ArgsCombinedSize => {
