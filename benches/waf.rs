@@ -6,6 +6,9 @@
 //! * `load_get`: the load script's request (GET / with Host and User-Agent);
 //! * `clean_get`: a browser-like GET with ten headers and a query whose
 //!   page number is new every time;
+//! * `varied_get`: what `benches/policy-load.sh waf --scenarios varied`
+//!   sends (`benches/conf/varied-query.lua`): the load script's headers and
+//!   a query with a new page number and a new id every time;
 //! * `clean_json_post_2k`: a 2 KB JSON body (view built and parsed too);
 //! * `attack_get`: a SQL injection in the query (every rule still runs).
 //!
@@ -109,6 +112,27 @@ fn bench(c: &mut Criterion) {
                 page += 1;
                 let uri = format!("/api/v1/orders?page={page}&sort=-created_at&q=blue%20shoes");
                 let v = RequestView::new("GET", "/api/v1/orders", uri.as_bytes(), &h, None);
+                e.run(&v, &EXCLUDED)
+            })
+        });
+        let (mut n, mut seed) = (0u64, 0x9e37_79b9_7f4a_7c15u64);
+        let words = [
+            "blue", "shoes", "red", "dress", "running", "jacket", "leather", "boots",
+        ];
+        g.bench_function(format!("varied_get{suffix}"), |b| {
+            b.iter(|| {
+                n += 1;
+                // xorshift: a new id every time, words from a short list.
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let q = format!(
+                    "{}+{}",
+                    words[(seed % 8) as usize],
+                    words[(seed >> 8) as usize % 8]
+                );
+                let uri = format!("/?page={n}&q={q}&sort=-created_at&id={:016x}", seed);
+                let v = RequestView::new("GET", "/", uri.as_bytes(), &wrk, None);
                 e.run(&v, &EXCLUDED)
             })
         });

@@ -74,7 +74,16 @@ fn main() {
             &headers,
             Some([127, 0, 0, 1].into()),
         );
-        view.protocol = r["version"].as_str().unwrap_or("HTTP/1.1").to_string();
+        // As the gateway names what Pingora parsed (it refuses other
+        // versions before any rule runs).
+        view.protocol = frontdesk::waf::request::protocol_name(
+            match r["version"].as_str().unwrap_or("HTTP/1.1") {
+                "HTTP/0.9" => http::Version::HTTP_09,
+                "HTTP/1.0" => http::Version::HTTP_10,
+                "HTTP/2" | "HTTP/2.0" => http::Version::HTTP_2,
+                _ => http::Version::HTTP_11,
+            },
+        );
         let body = match (r["body"].as_str(), r["body_b64"].as_str()) {
             (Some(b), _) => Some(b.as_bytes().to_vec()),
             (None, Some(b)) => {

@@ -59,6 +59,10 @@ pub struct Route {
     pub cache: Option<crate::cache::RouteCache>,
     /// The route's WAF mode and rule exclusions.
     pub waf: crate::waf::RouteWaf,
+    /// `frontdesk_waf_requests_total{route, verdict="pass"}`, the commonest
+    /// WAF outcome, looked up once here; `None` when no `[waf]` inspects
+    /// the route (so no series appears for it).
+    pub waf_passed: Option<prometheus::IntCounter>,
 }
 
 /// Per-request limits from `[server]`.
@@ -1131,6 +1135,8 @@ pub fn compile_with(
             },
             exclude: r.waf_exclude.clone(),
         };
+        let waf_inspects_route = cfg.waf.as_ref().is_some_and(|w| w.mode != "off")
+            && route_waf.mode != Some(crate::waf::Mode::Off);
         if (r.waf.is_some() || !r.waf_exclude.is_empty()) && cfg.waf.is_none() {
             cx.err(
                 format!("{path}.waf"),
@@ -1160,6 +1166,11 @@ pub fn compile_with(
                 rate_limits: route_limits,
                 duration: METRICS.duration.with_label_values(&[r.name.as_str()]),
                 cache: route_cache,
+                waf_passed: waf_inspects_route.then(|| {
+                    METRICS
+                        .waf_requests
+                        .with_label_values(&[r.name.as_str(), "pass"])
+                }),
                 waf: route_waf,
             }));
         }

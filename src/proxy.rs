@@ -789,7 +789,7 @@ async fn inspect(waf: &Waf, session: &mut Session, ctx: &mut RequestCtx) -> Resu
         .path_and_query()
         .map_or(raw_path.as_bytes(), |pq| pq.as_str().as_bytes());
     let mut view = RequestView::new(req.method.as_str(), path, uri, &req.headers, ctx.client_ip);
-    view.protocol = format!("{:?}", req.version);
+    view.protocol = crate::waf::request::protocol_name(req.version);
     if let Some(b) = body {
         let ct = req.headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes());
         view.set_body(ct, b);
@@ -806,15 +806,19 @@ async fn inspect(waf: &Waf, session: &mut Session, ctx: &mut RequestCtx) -> Resu
     } else if verdict.detected {
         "detected"
     } else {
-        "pass"
+        match &route.waf_passed {
+            Some(c) => c.inc(),
+            None => METRICS
+                .waf_requests
+                .with_label_values(&[route.name.as_str(), "pass"])
+                .inc(),
+        }
+        return Ok(None);
     };
     METRICS
         .waf_requests
         .with_label_values(&[route.name.as_str(), word])
         .inc();
-    if word == "pass" {
-        return Ok(None);
-    }
     audit(
         waf,
         ctx,

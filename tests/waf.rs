@@ -225,6 +225,13 @@ async fn attack_families_are_blocked_before_the_backend() {
         "{m}"
     );
     assert!(
+        m.contains(&format!(
+            "frontdesk_waf_requests_total{{route=\"app\",verdict=\"pass\"}} {}",
+            ok.len()
+        )),
+        "{m}"
+    );
+    assert!(
         m.contains("frontdesk_waf_rule_hits_total{rule=\"100800\"} 1"),
         "{m}"
     );

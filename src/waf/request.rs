@@ -40,10 +40,21 @@ pub struct RequestView {
     pub body_malformed: bool,
     pub client_ip: Option<IpAddr>,
     /// `HTTP/1.1`, `HTTP/2.0`, ...
-    pub protocol: String,
+    pub protocol: &'static str,
     /// How many Content-Length fields, and whether Transfer-Encoding is set.
     pub content_length_fields: usize,
     pub transfer_encoding: Option<Vec<u8>>,
+}
+
+/// The protocol as CRS's `REQUEST_PROTOCOL` names it.
+pub fn protocol_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
 }
 
 /// How a body is parsed, by its Content-Type.
@@ -108,7 +119,7 @@ impl RequestView {
             query_args,
             arg_names,
             client_ip,
-            protocol: "HTTP/1.1".to_string(),
+            protocol: "HTTP/1.1",
             ..RequestView::default()
         };
         for (name, value) in headers.iter() {

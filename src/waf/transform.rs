@@ -267,7 +267,13 @@ impl Transform {
     /// Whether the transform certainly leaves a value with this summary
     /// unchanged (`false` means it may change it: apply it to find out).
     pub fn leaves_unchanged(self, s: Summary) -> bool {
-        let needs = match self {
+        self.reacts_to().is_some_and(|needs| s.0 & needs == 0)
+    }
+
+    /// The summary bits without which the transform changes nothing;
+    /// `None` when it may change any value.
+    fn reacts_to(self) -> Option<u16> {
+        Some(match self {
             Transform::UrlDecode => HAS_PCT_PLUS,
             Transform::HtmlEntityDecode => HAS_AMP,
             Transform::Lowercase => HAS_UPPER,
@@ -288,9 +294,29 @@ impl Transform {
             | Transform::Uppercase
             | Transform::HexEncode
             | Transform::Length
-            | Transform::Sha1 => return false,
-        };
-        s.0 & needs == 0
+            | Transform::Sha1 => return None,
+        })
+    }
+}
+
+/// What a whole chain reacts to: a value whose summary has none of these
+/// bits passes every step unchanged (no step changes it, so each sees the
+/// same summary). `None` when some step may change any value.
+#[derive(Debug, Clone, Copy)]
+pub struct ChainReacts(Option<u16>);
+
+impl ChainReacts {
+    pub fn of(chain: &[Transform]) -> ChainReacts {
+        ChainReacts(
+            chain
+                .iter()
+                .try_fold(0, |acc, t| t.reacts_to().map(|r| acc | r)),
+        )
+    }
+
+    /// Whether the chain certainly leaves a value with this summary as it is.
+    pub fn leaves_unchanged(self, s: Summary) -> bool {
+        self.0.is_some_and(|needs| s.0 & needs == 0)
     }
 }
 
@@ -394,6 +420,7 @@ fn html_entity_decode(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
         return v;
     }
     let mut out = Vec::with_capacity(v.len());
+    let mut decoded = false;
     let mut i = 0;
     while i < v.len() {
         if v[i] != b'&' {
@@ -424,6 +451,7 @@ fn html_entity_decode(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
                 let text = String::from_utf8_lossy(&digits);
                 if let Ok(cp) = u32::from_str_radix(&text, radix) {
                     push_char(&mut out, cp);
+                    decoded = true;
                     let mut used = 1 + start + digits.len();
                     if v.get(i + used) == Some(&b';') {
                         used += 1;
@@ -437,6 +465,7 @@ fn html_entity_decode(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
             .find(|(n, _)| rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n))
         {
             out.push(*ch);
+            decoded = true;
             let mut used = 1 + name.len();
             if v.get(i + used) == Some(&b';') {
                 used += 1;
@@ -447,7 +476,12 @@ fn html_entity_decode(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
         out.push(b'&');
         i += 1;
     }
-    Cow::Owned(out)
+    // Only `&` separators (a query string): the value as it was.
+    if decoded {
+        Cow::Owned(out)
+    } else {
+        v
+    }
 }
 
 fn compress_whitespace(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
@@ -812,17 +846,32 @@ fn css_decode(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
+/// Whether [`cmdline`] changes the value: a byte it drops, turns into a
+/// space or lowercases, a space after a space, or a space before `/` or
+/// `(` (which it drops).
+fn cmdline_changes(v: &[u8]) -> bool {
+    let mut after_space = false;
+    v.iter().any(|&b| {
+        let changes = match b {
+            b'\\' | b'"' | b'\'' | b'^' | b',' | b';' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => true,
+            b' ' | b'/' | b'(' => after_space,
+            b => b.is_ascii_uppercase(),
+        };
+        after_space = b == b' ';
+        changes
+    })
+}
+
 fn cmdline(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
-    // Nothing to undo: keep the value as it is (most values).
-    let plain = v.iter().all(|b| {
-        b.is_ascii_lowercase()
-            || b.is_ascii_digit()
-            || matches!(b, b'-' | b'_' | b'.' | b'@' | b':' | b'=' | b'+')
-    });
-    if plain {
+    // Nothing to undo: keep the value as it is (most values, and URLs).
+    if !cmdline_changes(&v) {
         return v;
     }
-    let v = &v[..];
+    Cow::Owned(cmdline_always(&v))
+}
+
+/// [`cmdline`]'s work, done whether or not it changes anything.
+fn cmdline_always(v: &[u8]) -> Vec<u8> {
     let mut out: Vec<u8> = Vec::with_capacity(v.len());
     let mut in_space = false;
     for &b in v {
@@ -847,12 +896,52 @@ fn cmdline(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
             }
         }
     }
-    Cow::Owned(out)
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The precheck says "changes" exactly when the transform's work
+    /// gives other bytes: every string of up to five bytes over the bytes
+    /// the transform treats specially.
+    #[test]
+    fn cmdline_keeps_exactly_the_values_it_would_not_change() {
+        let alphabet = b"aZ1 /(,;\\\"'^\t-";
+        let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut checked = 0;
+        while let Some(v) = stack.pop() {
+            assert_eq!(
+                cmdline_changes(&v),
+                cmdline_always(&v) != v,
+                "{:?}",
+                String::from_utf8_lossy(&v)
+            );
+            checked += 1;
+            if v.len() < 5 {
+                for &b in alphabet {
+                    let mut w = v.clone();
+                    w.push(b);
+                    stack.push(w);
+                }
+            }
+        }
+        assert!(checked > 100_000);
+    }
+
+    #[test]
+    fn html_entity_decode_keeps_a_query_string_as_it_is() {
+        let q = b"/?a=1&b=2&amp=3";
+        assert!(matches!(
+            html_entity_decode(Cow::Borrowed(&q[..9])),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            html_entity_decode(Cow::Borrowed(q)).as_ref(),
+            b"/?a=1&b=2&=3"
+        );
+    }
 
     fn t(x: Transform, s: &str) -> String {
         String::from_utf8_lossy(&x.apply(Cow::Borrowed(s.as_bytes()))).into_owned()

@@ -312,17 +312,17 @@ impl<'a> State<'a> {
                 // match these bytes on an earlier request.
                 let clean = match &val.bytes {
                     Cow::Borrowed(r) if !link.negate && link.op.pure() => {
-                        clean_cache::Key::new(self.prog.id, link.gid as usize, 0, r)
+                        clean_cache::Key::new(self.prog.id, link.gid as usize, r)
                     }
                     _ => None,
                 };
-                if clean.is_some_and(|k| k.is_clean()) {
+                if clean.is_some_and(|k| k.clean() != 0) {
                     continue;
                 }
                 let form = self.transform(link, &val.bytes);
                 let ok = self.op(link, form.as_ref(), rule);
                 if let (false, Some(k)) = (ok, clean) {
-                    k.remember_clean();
+                    k.remember(1);
                 }
                 ok.then_some(form)
             };
@@ -361,8 +361,8 @@ impl<'a> State<'a> {
         }
         // Remembered from an earlier request: no pattern of the set
         // matches these bytes.
-        let clean = clean_cache::Key::new(self.prog.id, SET_KEYS + si, 0, r);
-        if clean.is_some_and(|k| k.is_clean()) {
+        let clean = clean_cache::Key::new(self.prog.id, SET_KEYS + si, r);
+        if clean.is_some_and(|k| k.clean() != 0) {
             self.set_memo.insert(key, false);
             return Some(false);
         }
@@ -374,7 +374,7 @@ impl<'a> State<'a> {
         self.set_memo.insert(key, any);
         if !any {
             if let Some(k) = clean {
-                k.remember_clean();
+                k.remember(1);
             }
         }
         (!any).then_some(false)
