@@ -31,6 +31,7 @@ use prefix_trie::joint::JointPrefixSet;
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 use super::clean_cache;
+use super::prefilter::{needed_bytes, ByteSet};
 use super::request::{Field, RequestView};
 use super::rules::{severity_score, LocatedRule};
 use super::transform::{apply_all, ChainReacts, Summary, Transform};
@@ -262,6 +263,8 @@ struct Group {
     /// The group's positive regexes in one set, and the rule of each.
     set: Option<RegexSet>,
     set_rules: Vec<usize>,
+    /// Bytes without which no regex of the set can match (`prefilter`).
+    needs: Option<ByteSet>,
 }
 
 /// The groups that read one target, in group order, and the rules of
@@ -682,6 +685,10 @@ impl Engine {
                 engine.reads_body |= rule.targets.iter().any(Target::reads_body);
                 compiled.push(rule);
             }
+            let needs = patterns
+                .iter()
+                .map(|p| needed_bytes(p))
+                .try_fold(ByteSet::default(), |acc, n| n.map(|n| acc.union(n)));
             let set = if patterns.is_empty() {
                 None
             } else {
@@ -701,6 +708,7 @@ impl Engine {
                 reacts: ChainReacts::of(&transforms),
                 transforms,
                 rules: compiled,
+                needs: needs.filter(|_| set.is_some()),
                 set,
                 set_rules,
             });
@@ -809,7 +817,9 @@ impl<'a> Run<'_, 'a> {
             .flatten();
         let known_clean = key.map_or(0, |k| k.clean());
         let fast = !engine.unmemoized;
-        let summary = fast.then(|| Summary::of(&raw));
+        // The value's byte summary, made when a group first needs it (not
+        // at all for a value every group remembers clean).
+        let mut summary_memo: Option<Summary> = None;
         // The value's memo entry, found once for all its groups.
         let mut entry = None;
         let mut evaluated: u64 = 0;
@@ -817,6 +827,8 @@ impl<'a> Run<'_, 'a> {
         // was not evaluated: only the others are remembered as clean.
         let mut dirty: u64 = 0;
         let mut other = reader.other.iter().peekable();
+        // The bytes of the last form looked at (forms repeat group to group).
+        let mut present: Option<(usize, usize, ByteSet)> = None;
         for &gi in &reader.groups {
             // The group's rules evaluated one by one (`other` is in group
             // order).
@@ -828,6 +840,7 @@ impl<'a> Run<'_, 'a> {
             let bit = if gi < CACHED_GROUPS { 1 << gi } else { 0 };
             evaluated |= bit;
             let g = &engine.groups[gi];
+            let summary = fast.then(|| *summary_memo.get_or_insert_with(|| Summary::of(&raw)));
             let form = match &raw {
                 // Most values of clean traffic: no step can change them.
                 Cow::Borrowed(r) if summary.is_some_and(|s| g.reacts.leaves_unchanged(s)) => {
@@ -848,8 +861,24 @@ impl<'a> Run<'_, 'a> {
             };
             let v: &[u8] = form.as_ref();
             // One pass answers "does any pattern match"; only then ask
-            // which (clean traffic stops at the first question).
-            if let Some(set) = g.set.as_ref().filter(|s| s.is_match(v)) {
+            // which (clean traffic stops at the first question). A form
+            // without any byte the group's regexes need is not scanned.
+            let may_match = match g.needs.filter(|_| fast) {
+                Some(needs) => {
+                    let at = (v.as_ptr() as usize, v.len());
+                    let bytes = match present {
+                        Some((p, l, b)) if (p, l) == at => b,
+                        _ => {
+                            let b = ByteSet::of(v);
+                            present = Some((at.0, at.1, b));
+                            b
+                        }
+                    };
+                    bytes.intersects(&needs)
+                }
+                None => true,
+            };
+            if let Some(set) = g.set.as_ref().filter(|s| may_match && s.is_match(v)) {
                 for m in set.matches(v).iter() {
                     let rule = &g.rules[g.set_rules[m]];
                     if !rule.targets.contains(t) {

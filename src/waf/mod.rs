@@ -23,6 +23,7 @@
 pub(crate) mod clean_cache;
 pub mod engine;
 pub mod graphql;
+pub(crate) mod prefilter;
 pub mod request;
 pub mod rules;
 pub mod seclang;

@@ -415,73 +415,66 @@ const NAMED_ENTITIES: &[(&[u8], u8)] = &[
     (b"newline", b'\n'),
 ];
 
-fn html_entity_decode(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
-    if !v.contains(&b'&') {
-        return v;
-    }
-    let mut out = Vec::with_capacity(v.len());
-    let mut decoded = false;
-    let mut i = 0;
-    while i < v.len() {
-        if v[i] != b'&' {
-            out.push(v[i]);
-            i += 1;
-            continue;
-        }
-        let rest = &v[i + 1..];
-        // Numeric: &#60; &#x3c; (the ';' is optional, as browsers accept).
-        if rest.first() == Some(&b'#') {
-            let (radix, start) = match rest.get(1) {
-                Some(b'x') | Some(b'X') => (16, 2),
-                _ => (10, 1),
-            };
-            let digits: Vec<u8> = rest[start..]
-                .iter()
-                .take_while(|b| {
-                    if radix == 16 {
-                        b.is_ascii_hexdigit()
-                    } else {
-                        b.is_ascii_digit()
-                    }
-                })
-                .take(8)
-                .copied()
-                .collect();
-            if !digits.is_empty() {
-                let text = String::from_utf8_lossy(&digits);
-                if let Ok(cp) = u32::from_str_radix(&text, radix) {
-                    push_char(&mut out, cp);
-                    decoded = true;
-                    let mut used = 1 + start + digits.len();
-                    if v.get(i + used) == Some(&b';') {
-                        used += 1;
-                    }
-                    i += used;
-                    continue;
-                }
-            }
-        } else if let Some((name, ch)) = NAMED_ENTITIES
+/// The entity at `v[i]` (an `&`): the code point it stands for and how
+/// many bytes it takes, or `None` when no entity starts there.
+fn entity_at(v: &[u8], i: usize) -> Option<(u32, usize)> {
+    let rest = &v[i + 1..];
+    // Numeric: &#60; &#x3c; (the ';' is optional, as browsers accept).
+    let (cp, len) = if rest.first() == Some(&b'#') {
+        let (radix, start) = match rest.get(1) {
+            Some(b'x') | Some(b'X') => (16, 2),
+            _ => (10, 1),
+        };
+        let digits = rest[start..]
             .iter()
-            .find(|(n, _)| rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n))
-        {
-            out.push(*ch);
-            decoded = true;
-            let mut used = 1 + name.len();
-            if v.get(i + used) == Some(&b';') {
-                used += 1;
-            }
-            i += used;
-            continue;
+            .take_while(|b| {
+                if radix == 16 {
+                    b.is_ascii_hexdigit()
+                } else {
+                    b.is_ascii_digit()
+                }
+            })
+            .take(8)
+            .count();
+        if digits == 0 {
+            return None;
         }
-        out.push(b'&');
+        let text = std::str::from_utf8(&rest[start..start + digits]).ok()?;
+        (u32::from_str_radix(text, radix).ok()?, 1 + start + digits)
+    } else {
+        let (name, ch) = NAMED_ENTITIES
+            .iter()
+            .find(|(n, _)| rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n))?;
+        (u32::from(*ch), 1 + name.len())
+    };
+    let len = if v.get(i + len) == Some(&b';') {
+        len + 1
+    } else {
+        len
+    };
+    Some((cp, len))
+}
+
+fn html_entity_decode(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
+    // Only `&` separators (a query string): the value as it is.
+    let Some(first) = (0..v.len()).find(|&i| v[i] == b'&' && entity_at(&v, i).is_some()) else {
+        return v;
+    };
+    let mut out = Vec::with_capacity(v.len());
+    out.extend_from_slice(&v[..first]);
+    let mut i = first;
+    while i < v.len() {
+        if v[i] == b'&' {
+            if let Some((cp, len)) = entity_at(&v, i) {
+                push_char(&mut out, cp);
+                i += len;
+                continue;
+            }
+        }
+        out.push(v[i]);
         i += 1;
     }
-    // Only `&` separators (a query string): the value as it was.
-    if decoded {
-        Cow::Owned(out)
-    } else {
-        v
-    }
+    Cow::Owned(out)
 }
 
 fn compress_whitespace(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
