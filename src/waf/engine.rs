@@ -751,8 +751,8 @@ impl Engine {
     /// memoized per value: chains share most of their steps (nearly all
     /// start url_decode, remove_nulls), and on clean values most steps
     /// change nothing (the value's byte summary says so without a scan).
-    /// Groups whose chains give the same bytes share one scan of the
-    /// engine's regex set; only a match asks which patterns matched.
+    /// A group's regexes run as one set, and only on a value holding a
+    /// byte one of them needs; only a match asks which patterns matched.
     pub fn run(&self, req: &RequestView, excluded: &[u32]) -> Vec<Hit> {
         let mut run = Run {
             engine: self,
@@ -781,8 +781,8 @@ impl Engine {
                 .each(req, &mut |name, raw| run.value(ti, name, raw, cacheable));
         }
         run.absent();
-        // In rule order: where groups share a scan, the order they fired
-        // in says nothing.
+        // In rule order (the walk's order, value by value, says little to
+        // whoever reads the audit line).
         run.hits.sort_by_key(|h| h.id);
         run.hits
     }
@@ -827,8 +827,10 @@ impl<'a> Run<'_, 'a> {
         // was not evaluated: only the others are remembered as clean.
         let mut dirty: u64 = 0;
         let mut other = reader.other.iter().peekable();
-        // The bytes of the last form looked at (forms repeat group to group).
-        let mut present: Option<(usize, usize, ByteSet)> = None;
+        // The bytes of the last form looked at (forms repeat group to
+        // group). The form is held so that its address, the key, cannot be
+        // reused by another one while it is remembered.
+        let mut present: Option<(Form<'a>, ByteSet)> = None;
         for &gi in &reader.groups {
             // The group's rules evaluated one by one (`other` is in group
             // order).
@@ -865,12 +867,11 @@ impl<'a> Run<'_, 'a> {
             // without any byte the group's regexes need is not scanned.
             let may_match = match g.needs.filter(|_| fast) {
                 Some(needs) => {
-                    let at = (v.as_ptr() as usize, v.len());
-                    let bytes = match present {
-                        Some((p, l, b)) if (p, l) == at => b,
+                    let bytes = match &present {
+                        Some((f, b)) if std::ptr::eq(f.as_ref(), v) => *b,
                         _ => {
                             let b = ByteSet::of(v);
-                            present = Some((at.0, at.1, b));
+                            present = Some((form.clone(), b));
                             b
                         }
                     };
