@@ -1135,8 +1135,9 @@ pub fn compile_with(
             },
             exclude: r.waf_exclude.clone(),
         };
-        let waf_inspects_route = cfg.waf.as_ref().is_some_and(|w| w.mode != "off")
-            && route_waf.mode != Some(crate::waf::Mode::Off);
+        let waf_inspects_route = waf
+            .as_ref()
+            .is_some_and(|w| w.mode_for(&route_waf) != crate::waf::Mode::Off);
         if (r.waf.is_some() || !r.waf_exclude.is_empty()) && cfg.waf.is_none() {
             cx.err(
                 format!("{path}.waf"),

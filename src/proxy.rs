@@ -806,12 +806,10 @@ async fn inspect(waf: &Waf, session: &mut Session, ctx: &mut RequestCtx) -> Resu
     } else if verdict.detected {
         "detected"
     } else {
-        match &route.waf_passed {
-            Some(c) => c.inc(),
-            None => METRICS
-                .waf_requests
-                .with_label_values(&[route.name.as_str(), "pass"])
-                .inc(),
+        // Resolved with the route, from the same `mode_for` as above: set
+        // for every route that gets here.
+        if let Some(c) = &route.waf_passed {
+            c.inc();
         }
         return Ok(None);
     };

@@ -83,15 +83,18 @@ impl<'v> Key<'v> {
         })
     }
 
+    /// Whether the slot holds this key (the same bytes, not only the hash).
+    fn is_in(&self, s: &Slot) -> bool {
+        s.engine == self.engine && s.scope == self.scope && *s.value == *self.value
+    }
+
     /// The groups found clean in this value before (0: none, or unknown).
     pub fn clean(&self) -> u64 {
         TABLE.with_borrow(|t| {
             t.slots
                 .get(self.slot)
                 .and_then(Option::as_ref)
-                .filter(|s| {
-                    s.engine == self.engine && s.scope == self.scope && *s.value == *self.value
-                })
+                .filter(|s| self.is_in(s))
                 .map_or(0, |s| s.clean)
         })
     }
@@ -108,9 +111,7 @@ impl<'v> Key<'v> {
                 t.slots.resize_with(SLOTS, || None);
                 t.door.resize(SLOTS, 0);
             }
-            if let Some(s) = t.slots[self.slot].as_mut().filter(|s| {
-                s.engine == self.engine && s.scope == self.scope && *s.value == *self.value
-            }) {
+            if let Some(s) = t.slots[self.slot].as_mut().filter(|s| self.is_in(s)) {
                 s.clean |= clean;
                 return;
             }

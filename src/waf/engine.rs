@@ -274,9 +274,8 @@ struct Group {
 #[derive(Debug)]
 struct Reader {
     target: Target,
-    groups: Vec<usize>,
-    /// (group, rule)
-    other: Vec<(usize, usize)>,
+    /// (group, its rules evaluated one by one on this target)
+    groups: Vec<(usize, Vec<usize>)>,
 }
 
 /// A transformed value: the request view's own bytes when no step
@@ -673,13 +672,14 @@ impl Engine {
                     let reader = readers.entry(t.clone()).or_insert_with(|| Reader {
                         target: t.clone(),
                         groups: Vec::new(),
-                        other: Vec::new(),
                     });
-                    if reader.groups.last() != Some(&gi) {
-                        reader.groups.push(gi);
+                    if reader.groups.last().map(|(g, _)| *g) != Some(gi) {
+                        reader.groups.push((gi, Vec::new()));
                     }
                     if one_by_one {
-                        reader.other.push((gi, ri));
+                        if let Some((_, own)) = reader.groups.last_mut() {
+                            own.push(ri);
+                        }
                     }
                 }
                 engine.reads_body |= rule.targets.iter().any(Target::reads_body);
@@ -826,17 +826,13 @@ impl<'a> Run<'_, 'a> {
         // Groups in which some rule matched (reported or not), or a rule
         // was not evaluated: only the others are remembered as clean.
         let mut dirty: u64 = 0;
-        let mut other = reader.other.iter().peekable();
         // The bytes of the last form looked at (forms repeat group to
         // group). The form is held so that its address, the key, cannot be
         // reused by another one while it is remembered.
         let mut present: Option<(Form<'a>, ByteSet)> = None;
-        for &gi in &reader.groups {
-            // The group's rules evaluated one by one (`other` is in group
-            // order).
-            let own = std::iter::from_fn(|| other.next_if(|(g, _)| *g == gi).map(|(_, r)| *r));
+        for (gi, own) in &reader.groups {
+            let gi = *gi;
             if gi < CACHED_GROUPS && known_clean & (1 << gi) != 0 {
-                own.for_each(drop);
                 continue;
             }
             let bit = if gi < CACHED_GROUPS { 1 << gi } else { 0 };
@@ -891,7 +887,7 @@ impl<'a> Run<'_, 'a> {
                     }
                 }
             }
-            for ri in own {
+            for &ri in own {
                 let rule = &g.rules[ri];
                 if self.skip(rule) {
                     // Not evaluated: the value's verdict is unknown.
