@@ -108,7 +108,7 @@ fn bench(c: &mut Criterion) {
                 &post_headers,
                 None,
             );
-            v.set_body(Some(b"application/json"), body.clone());
+            v.set_body(Some(b"application/json"), &body);
             let out = crs.run(&v, &[]);
             assert!(out.deny.is_none(), "{:?}", out.hits);
             out

@@ -140,7 +140,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let mut v =
                     RequestView::new("POST", "/api/v1/orders", b"/api/v1/orders", &ph, None);
-                v.set_body(Some(b"application/json"), body.clone());
+                v.set_body(Some(b"application/json"), &body);
                 e.run(&v, &EXCLUDED)
             })
         });

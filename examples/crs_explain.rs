@@ -67,6 +67,14 @@ fn main() {
         let uri = r["uri"].as_str().unwrap_or("/");
         let path = uri.split('?').next().unwrap_or("/");
         let method = r["method"].as_str().unwrap_or("GET");
+        let body = match (r["body"].as_str(), r["body_b64"].as_str()) {
+            (Some(b), _) => Some(b.as_bytes().to_vec()),
+            (None, Some(b)) => {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.decode(b).ok()
+            }
+            _ => None,
+        };
         let mut view = RequestView::new(
             method,
             path,
@@ -84,15 +92,7 @@ fn main() {
                 _ => http::Version::HTTP_11,
             },
         );
-        let body = match (r["body"].as_str(), r["body_b64"].as_str()) {
-            (Some(b), _) => Some(b.as_bytes().to_vec()),
-            (None, Some(b)) => {
-                use base64::Engine;
-                base64::engine::general_purpose::STANDARD.decode(b).ok()
-            }
-            _ => None,
-        };
-        if let Some(b) = body {
+        if let Some(b) = &body {
             let ct = headers
                 .get(http::header::CONTENT_TYPE)
                 .map(|v| v.as_bytes().to_vec());

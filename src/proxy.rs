@@ -790,7 +790,7 @@ async fn inspect(waf: &Waf, session: &mut Session, ctx: &mut RequestCtx) -> Resu
         .map_or(raw_path.as_bytes(), |pq| pq.as_str().as_bytes());
     let mut view = RequestView::new(req.method.as_str(), path, uri, &req.headers, ctx.client_ip);
     view.protocol = crate::waf::request::protocol_name(req.version);
-    if let Some(b) = body {
+    if let Some(b) = &body {
         let ct = req.headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes());
         view.set_body(ct, b);
     }

@@ -113,10 +113,10 @@ impl Target {
         match self {
             Target::Method => f(Name::Static("method"), b(req.method.as_bytes())),
             Target::Path => f(Name::Static("path"), b(req.path.as_bytes())),
-            Target::Uri => f(Name::Static("uri"), b(&req.uri)),
+            Target::Uri => f(Name::Static("uri"), b(req.uri)),
             Target::Query => {
                 if !req.query.is_empty() {
-                    f(Name::Static("query"), b(&req.query))
+                    f(Name::Static("query"), b(req.query))
                 }
             }
             Target::Args => {
@@ -142,7 +142,7 @@ impl Target {
             Target::CookieNames => names(&req.cookies, "cookie_names", f),
             Target::Body => {
                 if !req.body.is_empty() {
-                    f(Name::Static("body"), b(&req.body));
+                    f(Name::Static("body"), b(req.body));
                 }
             }
             Target::Files => values(&req.files, "files:", f),
@@ -174,7 +174,7 @@ impl Target {
 
 /// Each field's value, named `prefix` + its name.
 fn values<'a>(
-    fields: &'a [Field],
+    fields: &'a [Field<'_>],
     prefix: &'static str,
     f: &mut dyn FnMut(Name<'a>, Cow<'a, [u8]>),
 ) {
@@ -184,7 +184,11 @@ fn values<'a>(
 }
 
 /// Each field's name, as a value of the target `label`.
-fn names<'a>(fields: &'a [Field], label: &'static str, f: &mut dyn FnMut(Name<'a>, Cow<'a, [u8]>)) {
+fn names<'a>(
+    fields: &'a [Field<'_>],
+    label: &'static str,
+    f: &mut dyn FnMut(Name<'a>, Cow<'a, [u8]>),
+) {
     for (k, _) in fields {
         f(Name::Static(label), Cow::Borrowed(k.as_bytes()));
     }
@@ -276,6 +280,9 @@ struct Reader {
     target: Target,
     /// (group, its rules evaluated one by one on this target)
     groups: Vec<(usize, Vec<usize>)>,
+    /// The clean-cache bits of all its groups; `None` when a group is
+    /// past [`CACHED_GROUPS`] (its verdicts are never remembered).
+    all_groups: Option<u64>,
 }
 
 /// A transformed value: the request view's own bytes when no step
@@ -672,6 +679,7 @@ impl Engine {
                     let reader = readers.entry(t.clone()).or_insert_with(|| Reader {
                         target: t.clone(),
                         groups: Vec::new(),
+                        all_groups: Some(0),
                     });
                     if reader.groups.last().map(|(g, _)| *g) != Some(gi) {
                         reader.groups.push((gi, Vec::new()));
@@ -714,6 +722,11 @@ impl Engine {
             });
         }
         engine.readers = readers.into_values().collect();
+        for r in &mut engine.readers {
+            r.all_groups = r.groups.iter().try_fold(0u64, |m, (gi, _)| {
+                (*gi < CACHED_GROUPS).then(|| m | (1 << gi))
+            });
+        }
         Ok(engine)
     }
 
@@ -816,6 +829,13 @@ impl<'a> Run<'_, 'a> {
             .then(|| clean_cache::Key::new(engine.id, ti, &raw))
             .flatten();
         let known_clean = key.map_or(0, |k| k.clean());
+        if reader
+            .all_groups
+            .is_some_and(|all| known_clean & all == all)
+        {
+            // Every group that reads the target found this value clean.
+            return;
+        }
         let fast = !engine.unmemoized;
         // The value's byte summary, made when a group first needs it (not
         // at all for a value every group remembers clean).
@@ -1086,9 +1106,11 @@ mod tests {
         Engine::compile(&rules, 2).unwrap()
     }
 
-    fn view(uri: &str) -> RequestView {
+    static NO_HEADERS: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(HeaderMap::new);
+
+    fn view(uri: &str) -> RequestView<'_> {
         let path = uri.split('?').next().unwrap_or("/");
-        RequestView::new("GET", path, uri.as_bytes(), &HeaderMap::new(), None)
+        RequestView::new("GET", path, uri.as_bytes(), &NO_HEADERS, None)
     }
 
     #[test]
@@ -1252,27 +1274,50 @@ values = ["10.0.0.0/8", "2001:db8::/32"]
         Engine::compile(&rules, paranoia).unwrap()
     }
 
+    /// A corpus request held by value; [`CorpusRequest::view`] borrows it.
+    struct CorpusRequest {
+        method: String,
+        uri: String,
+        headers: HeaderMap,
+        body: Option<Vec<u8>>,
+    }
+
+    impl CorpusRequest {
+        fn get(uri: &str) -> CorpusRequest {
+            CorpusRequest {
+                method: "GET".into(),
+                uri: uri.into(),
+                headers: HeaderMap::new(),
+                body: None,
+            }
+        }
+
+        fn view(&self) -> RequestView<'_> {
+            let path = self.uri.split('?').next().unwrap_or("/");
+            let mut v =
+                RequestView::new(&self.method, path, self.uri.as_bytes(), &self.headers, None);
+            if let Some(b) = &self.body {
+                let ct = self.headers.get("content-type").map(|v| v.as_bytes());
+                v.set_body(ct, b);
+            }
+            v
+        }
+    }
+
     /// Requests of the shared WAF corpus (CRS attacks and benign API
     /// traffic), plus a few built-in ones.
-    fn corpus_views() -> Vec<RequestView> {
+    fn corpus() -> Vec<CorpusRequest> {
         use base64::Engine as _;
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/waf-corpus");
-        let mut views = Vec::new();
-        for uri in [
+        let mut requests: Vec<CorpusRequest> = [
             "/p?id=1%27%20UNION%20SELECT%20password%20FROM%20users--",
             "/p?q=<SCRIPT>alert(1)</script>&x=Blue+Shoes&y=a%2500b",
             "/p?cmd=;CAT%20/etc/passwd&f=..%5c..%5cetc/shadow&h=%26lt;svg%26gt;",
             "/p?a=${jndi:ldap://x/a}&page=2&sort=-created_at&j=%5cu0061lert",
-        ] {
-            let path = uri.split('?').next().unwrap_or("/");
-            views.push(RequestView::new(
-                "GET",
-                path,
-                uri.as_bytes(),
-                &HeaderMap::new(),
-                None,
-            ));
-        }
+        ]
+        .into_iter()
+        .map(CorpusRequest::get)
+        .collect();
         for f in ["crs-dev.jsonl", "benign-dev.jsonl"] {
             let Ok(text) = std::fs::read_to_string(format!("{dir}/{f}")) else {
                 continue;
@@ -1281,8 +1326,8 @@ values = ["10.0.0.0/8", "2001:db8::/32"]
                 let Ok(r) = serde_json::from_str::<serde_json::Value>(line) else {
                     continue;
                 };
-                let uri = r["uri"].as_str().unwrap_or("/");
-                let mut h = HeaderMap::new();
+                let mut req = CorpusRequest::get(r["uri"].as_str().unwrap_or("/"));
+                req.method = r["method"].as_str().unwrap_or("GET").into();
                 for pair in r["headers"].as_array().into_iter().flatten() {
                     let (Some(k), Some(v)) = (pair[0].as_str(), pair[1].as_str()) else {
                         continue;
@@ -1291,25 +1336,18 @@ values = ["10.0.0.0/8", "2001:db8::/32"]
                         http::header::HeaderName::from_bytes(k.as_bytes()),
                         http::HeaderValue::from_str(v),
                     ) {
-                        h.append(k, v);
+                        req.headers.append(k, v);
                     }
                 }
-                let path = uri.split('?').next().unwrap_or("/");
-                let method = r["method"].as_str().unwrap_or("GET");
-                let mut v = RequestView::new(method, path, uri.as_bytes(), &h, None);
-                let body = match (r["body"].as_str(), r["body_b64"].as_str()) {
+                req.body = match (r["body"].as_str(), r["body_b64"].as_str()) {
                     (Some(b), _) => Some(b.as_bytes().to_vec()),
                     (_, Some(b)) => base64::engine::general_purpose::STANDARD.decode(b).ok(),
                     _ => None,
                 };
-                if let Some(b) = body {
-                    let ct = h.get("content-type").map(|v| v.as_bytes().to_vec());
-                    v.set_body(ct.as_deref(), b);
-                }
-                views.push(v);
+                requests.push(req);
             }
         }
-        views
+        requests
     }
 
     #[test]
@@ -1367,7 +1405,8 @@ value = "worse"
     fn the_transform_memo_never_changes_a_verdict() {
         let fast = shipped(4);
         let full = shipped(4).unmemoized();
-        let views = corpus_views();
+        let requests = corpus();
+        let views: Vec<RequestView> = requests.iter().map(CorpusRequest::view).collect();
         let mut fired = 0;
         // Three times over: a value is remembered clean at its second
         // sighting, so the third pass answers from the cache what it can.
@@ -1378,7 +1417,7 @@ value = "worse"
                     a,
                     full.run(v, &[]),
                     "pass {pass}: {}",
-                    String::from_utf8_lossy(&v.uri)
+                    String::from_utf8_lossy(v.uri)
                 );
                 fired += usize::from(!a.is_empty());
             }

@@ -3,39 +3,46 @@
 //! query and from a form, JSON or multipart body), headers, cookies, the raw
 //! body, the client address. Built once per inspected request; every rule
 //! reads the same view.
+//!
+//! The view borrows: from the request header (method, URI, header values),
+//! from the routed path and from the body buffer the proxy read. A value is
+//! copied only when parsing changes it (a percent-decoded argument, a JSON
+//! string, a GraphQL literal). Building it costs a few vectors of pointers,
+//! not two allocations per header.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use http::HeaderMap;
 
 /// One named value: `(target name as logged, value)`.
-pub type Field = (String, Vec<u8>);
+pub type Field<'a> = (Cow<'a, str>, Cow<'a, [u8]>);
 
 /// A request as the rules see it.
 #[derive(Debug, Default)]
-pub struct RequestView {
-    pub method: String,
+pub struct RequestView<'a> {
+    pub method: &'a str,
     /// The normalized path (as routed).
-    pub path: String,
+    pub path: &'a str,
     /// Path and query as the client sent them.
-    pub uri: Vec<u8>,
-    pub query: Vec<u8>,
+    pub uri: &'a [u8],
+    pub query: &'a [u8],
     /// Query arguments, decoded: (name, value).
-    pub query_args: Vec<Field>,
+    pub query_args: Vec<Field<'a>>,
     /// Body arguments (form fields, JSON leaves, multipart fields).
-    pub body_args: Vec<Field>,
+    pub body_args: Vec<Field<'a>>,
     /// The distinct argument names as the client wrote them (query and body;
     /// for JSON the object keys, not the paths built from them).
-    pub arg_names: Vec<String>,
+    pub arg_names: Vec<Cow<'a, str>>,
     /// Multipart file names.
-    pub files: Vec<Field>,
+    pub files: Vec<Field<'a>>,
     /// Each header line of each multipart part, keyed by the part's name.
-    pub part_headers: Vec<Field>,
+    pub part_headers: Vec<Field<'a>>,
     /// Headers, names lower-case.
-    pub headers: Vec<Field>,
-    pub cookies: Vec<Field>,
+    pub headers: Vec<Field<'a>>,
+    pub cookies: Vec<Field<'a>>,
     /// The body as read (at most `max_body` bytes).
-    pub body: Vec<u8>,
+    pub body: &'a [u8],
     /// Whether the body could not be parsed as its Content-Type says.
     pub body_malformed: bool,
     pub client_ip: Option<IpAddr>,
@@ -43,7 +50,7 @@ pub struct RequestView {
     pub protocol: &'static str,
     /// How many Content-Length fields, and whether Transfer-Encoding is set.
     pub content_length_fields: usize,
-    pub transfer_encoding: Option<Vec<u8>>,
+    pub transfer_encoding: Option<&'a [u8]>,
 }
 
 /// The protocol as CRS's `REQUEST_PROTOCOL` names it.
@@ -87,52 +94,50 @@ impl BodyKind {
 const JSON_MAX_DEPTH: usize = 32;
 const MAX_FIELDS: usize = 1024;
 
-impl RequestView {
+impl<'a> RequestView<'a> {
     pub fn new(
-        method: &str,
-        path: &str,
-        uri: &[u8],
-        headers: &HeaderMap,
+        method: &'a str,
+        path: &'a str,
+        uri: &'a [u8],
+        headers: &'a HeaderMap,
         client_ip: Option<IpAddr>,
-    ) -> RequestView {
+    ) -> RequestView<'a> {
         let query = uri
             .iter()
             .position(|b| *b == b'?')
-            .map(|i| uri[i + 1..].to_vec())
-            .unwrap_or_default();
-        let query_args = parse_urlencoded(&query);
-        let mut arg_names: Vec<String> = Vec::new();
+            .map_or(&b""[..], |i| &uri[i + 1..]);
+        let mut query_args = parse_urlencoded(query);
+        let mut arg_names: Vec<Cow<'a, str>> = Vec::with_capacity(query_args.len());
         for (k, _) in &query_args {
             if !arg_names.contains(k) {
                 arg_names.push(k.clone());
             }
         }
-        let mut query_args = query_args;
         if path.contains("graphql") {
             graphql_strings(&mut query_args, "query");
         }
         let mut view = RequestView {
-            method: method.to_string(),
-            path: path.to_string(),
-            uri: uri.to_vec(),
+            method,
+            path,
+            uri,
             query,
             query_args,
             arg_names,
             client_ip,
             protocol: "HTTP/1.1",
+            headers: Vec::with_capacity(headers.len().min(MAX_FIELDS)),
             ..RequestView::default()
         };
-        for (name, value) in headers.iter() {
-            if view.headers.len() >= MAX_FIELDS {
-                break;
-            }
-            view.headers
-                .push((name.as_str().to_string(), value.as_bytes().to_vec()));
+        for (name, value) in headers.iter().take(MAX_FIELDS) {
+            view.headers.push((
+                Cow::Borrowed(name.as_str()),
+                Cow::Borrowed(value.as_bytes()),
+            ));
         }
         view.content_length_fields = headers.get_all(http::header::CONTENT_LENGTH).iter().count();
         view.transfer_encoding = headers
             .get(http::header::TRANSFER_ENCODING)
-            .map(|v| v.as_bytes().to_vec());
+            .map(|v| v.as_bytes());
         for cookie_header in headers.get_all(http::header::COOKIE) {
             for pair in cookie_header.as_bytes().split(|b| *b == b';') {
                 let pair = pair.trim_ascii();
@@ -144,25 +149,27 @@ impl RequestView {
                     None => (pair, &b""[..]),
                 };
                 view.cookies
-                    .push((String::from_utf8_lossy(name).into_owned(), value.to_vec()));
+                    .push((String::from_utf8_lossy(name), Cow::Borrowed(value)));
             }
         }
         view
     }
 
     /// Adds the body: parsed by Content-Type into arguments, and kept raw.
-    pub fn set_body(&mut self, content_type: Option<&[u8]>, body: Vec<u8>) {
+    /// The arguments borrow from `body` wherever parsing leaves them as
+    /// they are.
+    pub fn set_body(&mut self, content_type: Option<&[u8]>, body: &'a [u8]) {
         let original = content_type
             .map(|c| String::from_utf8_lossy(c).into_owned())
             .unwrap_or_default();
         let mut keys = Vec::new();
         match BodyKind::of(&original) {
-            Some(BodyKind::Form) => self.body_args = parse_urlencoded(&body),
-            Some(BodyKind::Json) => match serde_json::from_slice::<serde_json::Value>(&body) {
+            Some(BodyKind::Form) => self.body_args = parse_urlencoded(body),
+            Some(BodyKind::Json) => match serde_json::from_slice::<serde_json::Value>(body) {
                 Ok(v) => flatten_json(&v, String::from("json"), 0, &mut self.body_args, &mut keys),
                 Err(_) => self.body_malformed = true,
             },
-            Some(BodyKind::Xml) => xml_values(&body, &mut self.body_args),
+            Some(BodyKind::Xml) => xml_values(body, &mut self.body_args),
             // The boundary is case-sensitive: read it from the original.
             Some(BodyKind::Multipart) => match boundary(&original) {
                 Some(b) => {
@@ -171,7 +178,7 @@ impl RequestView {
                         files: &mut self.files,
                         headers: &mut self.part_headers,
                     };
-                    if !parse_multipart(&body, b.as_bytes(), out) {
+                    if !parse_multipart(body, b.as_bytes(), out) {
                         self.body_malformed = true;
                     }
                 }
@@ -193,14 +200,14 @@ impl RequestView {
     }
 
     /// Every argument (query, then body).
-    pub fn args(&self) -> impl Iterator<Item = &Field> {
+    pub fn args(&self) -> impl Iterator<Item = &Field<'a>> {
         self.query_args.iter().chain(self.body_args.iter())
     }
 }
 
 /// Replaces the field `key`, when it holds a GraphQL document, by one
 /// field per string literal of the document (see [`super::graphql`]).
-fn graphql_strings(fields: &mut Vec<Field>, key: &str) {
+fn graphql_strings(fields: &mut Vec<Field<'_>>, key: &str) {
     let Some(i) = fields.iter().position(|(k, _)| k == key) else {
         return;
     };
@@ -210,14 +217,22 @@ fn graphql_strings(fields: &mut Vec<Field>, key: &str) {
     let name = fields[i].0.clone();
     fields.remove(i);
     for (n, s) in strings.into_iter().enumerate() {
-        fields.insert(i + n, (name.clone(), s));
+        fields.insert(i + n, (name.clone(), Cow::Owned(s)));
     }
 }
 
-fn parse_urlencoded(bytes: &[u8]) -> Vec<Field> {
+/// `a=1&b=x%20y` as its fields; a name or value that decoding leaves as
+/// it is borrows from `bytes`.
+fn parse_urlencoded(bytes: &[u8]) -> Vec<Field<'_>> {
     form_urlencoded::parse(bytes)
         .take(MAX_FIELDS)
-        .map(|(k, v)| (k.into_owned(), v.into_owned().into_bytes()))
+        .map(|(k, v)| {
+            let v = match v {
+                Cow::Borrowed(v) => Cow::Borrowed(v.as_bytes()),
+                Cow::Owned(v) => Cow::Owned(v.into_bytes()),
+            };
+            (k, v)
+        })
         .collect()
 }
 
@@ -225,8 +240,8 @@ fn flatten_json(
     v: &serde_json::Value,
     path: String,
     depth: usize,
-    out: &mut Vec<Field>,
-    keys: &mut Vec<String>,
+    out: &mut Vec<Field<'_>>,
+    keys: &mut Vec<Cow<'_, str>>,
 ) {
     if out.len() >= MAX_FIELDS || depth > JSON_MAX_DEPTH {
         return;
@@ -235,8 +250,8 @@ fn flatten_json(
         serde_json::Value::Object(map) => {
             for (k, child) in map {
                 // The key itself is attacker input too: args_names sees it.
-                if keys.len() < MAX_FIELDS && !keys.contains(k) {
-                    keys.push(k.clone());
+                if keys.len() < MAX_FIELDS && !keys.iter().any(|c| c == k) {
+                    keys.push(Cow::Owned(k.clone()));
                 }
                 flatten_json(child, format!("{path}.{k}"), depth + 1, out, keys);
             }
@@ -246,7 +261,9 @@ fn flatten_json(
                 flatten_json(child, format!("{path}[{i}]"), depth + 1, out, keys);
             }
         }
-        serde_json::Value::String(s) => out.push((path, s.clone().into_bytes())),
+        serde_json::Value::String(s) => {
+            out.push((Cow::Owned(path), Cow::Owned(s.clone().into_bytes())))
+        }
         // Numbers, booleans and null cannot carry a payload; skip them.
         _ => {}
     }
@@ -255,7 +272,7 @@ fn flatten_json(
 /// Attribute values and text of an XML body, as arguments (`xml:NAME`
 /// for an attribute, `xml` for text). Entities are left for the rules'
 /// `html_entity_decode`.
-fn xml_values(body: &[u8], out: &mut Vec<Field>) {
+fn xml_values<'a>(body: &'a [u8], out: &mut Vec<Field<'a>>) {
     let mut i = 0;
     while i < body.len() && out.len() < MAX_FIELDS {
         if body[i] == b'<' {
@@ -284,7 +301,10 @@ fn xml_values(body: &[u8], out: &mut Vec<Field>) {
                             .position(|b| *b == q)
                             .map_or(tag.len(), |e| vstart + e);
                         let name = String::from_utf8_lossy(&tag[name_start..name_end]);
-                        out.push((format!("xml:{}", name.trim()), tag[vstart..vend].to_vec()));
+                        out.push((
+                            Cow::Owned(format!("xml:{}", name.trim())),
+                            Cow::Borrowed(&tag[vstart..vend]),
+                        ));
                         j = vend + 1;
                         continue;
                     }
@@ -299,7 +319,7 @@ fn xml_values(body: &[u8], out: &mut Vec<Field>) {
                 .map_or(body.len(), |e| i + e);
             let text = body[i..end].trim_ascii();
             if !text.is_empty() {
-                out.push(("xml".to_string(), text.to_vec()));
+                out.push((Cow::Borrowed("xml"), Cow::Borrowed(text)));
             }
             i = end;
         }
@@ -322,13 +342,13 @@ fn boundary(content_type: &str) -> Option<String> {
 /// file names go to `files`, file contents are not inspected as text
 /// arguments. Returns false when the framing is broken.
 /// Where a multipart body's fields go.
-struct Multipart<'a> {
-    args: &'a mut Vec<Field>,
-    files: &'a mut Vec<Field>,
-    headers: &'a mut Vec<Field>,
+struct Multipart<'o, 'a> {
+    args: &'o mut Vec<Field<'a>>,
+    files: &'o mut Vec<Field<'a>>,
+    headers: &'o mut Vec<Field<'a>>,
 }
 
-fn parse_multipart(body: &[u8], boundary: &[u8], out: Multipart<'_>) -> bool {
+fn parse_multipart<'a>(body: &'a [u8], boundary: &[u8], out: Multipart<'_, 'a>) -> bool {
     let Multipart {
         args,
         files,
@@ -374,14 +394,17 @@ fn parse_multipart(body: &[u8], boundary: &[u8], out: Multipart<'_>) -> bool {
         let name = param("name").unwrap_or_default();
         for line in head.lines().filter(|l| !l.trim().is_empty()) {
             if headers.len() < MAX_FIELDS {
-                headers.push((name.clone(), line.as_bytes().to_vec()));
+                headers.push((
+                    Cow::Owned(name.clone()),
+                    Cow::Owned(line.as_bytes().to_vec()),
+                ));
             }
         }
         match param("filename") {
-            Some(f) => files.push((name, f.into_bytes())),
+            Some(f) => files.push((Cow::Owned(name), Cow::Owned(f.into_bytes()))),
             None => {
                 if args.len() < MAX_FIELDS {
-                    args.push((name, content.to_vec()));
+                    args.push((Cow::Owned(name), Cow::Borrowed(content)));
                 }
             }
         }
@@ -411,7 +434,10 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn split_on<'a>(hay: &'a [u8], delim: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+fn split_on<'a, 'd>(
+    hay: &'a [u8],
+    delim: &'d [u8],
+) -> impl Iterator<Item = &'a [u8]> + use<'a, 'd> {
     let mut rest = Some(hay);
     std::iter::from_fn(move || {
         let r = rest?;
@@ -436,32 +462,38 @@ mod tests {
     fn query_cookies_and_bodies_become_fields() {
         let mut h = HeaderMap::new();
         h.insert("cookie", "a=1; session=x%27".parse().unwrap());
+        let field = |k: &'static str, v: &'static [u8]| (Cow::from(k), Cow::from(v));
         let mut v = RequestView::new("POST", "/p", b"/p?q=select%20x&b=2", &h, None);
-        assert_eq!(v.query_args[0], ("q".into(), b"select x".to_vec()));
-        assert_eq!(v.cookies[1], ("session".into(), b"x%27".to_vec()));
+        assert_eq!(v.query_args[0], field("q", b"select x"));
+        assert_eq!(v.cookies[1], field("session", b"x%27"));
+        // Values that parsing leaves as they are borrow from the request;
+        // a decoded one is a copy.
+        assert!(matches!(v.query_args[1].1, Cow::Borrowed(b"2")));
+        assert!(matches!(v.query_args[0].1, Cow::Owned(_)));
+        assert!(matches!(v.cookies[1].1, Cow::Borrowed(_)));
+        assert!(matches!(
+            v.headers[0],
+            (Cow::Borrowed("cookie"), Cow::Borrowed(_))
+        ));
         v.set_body(
             Some(b"application/json"),
-            br#"{"user": {"name": "bob", "tags": ["a", "<b>"]}, "n": 3}"#.to_vec(),
+            br#"{"user": {"name": "bob", "tags": ["a", "<b>"]}, "n": 3}"#,
         );
-        let names: Vec<&str> = v.body_args.iter().map(|(k, _)| k.as_str()).collect();
+        let names: Vec<&str> = v.body_args.iter().map(|(k, _)| &**k).collect();
         assert_eq!(
             names,
             ["json.user.name", "json.user.tags[0]", "json.user.tags[1]"]
         );
-        v.set_body(Some(b"application/json"), b"{not json".to_vec());
+        v.set_body(Some(b"application/json"), b"{not json");
         assert!(v.body_malformed);
 
-        let mut x = RequestView::new("POST", "/x", b"/x", &HeaderMap::new(), None);
+        let none = HeaderMap::new();
+        let mut x = RequestView::new("POST", "/x", b"/x", &none, None);
         x.set_body(
             Some(b"application/xml"),
-            br#"<?xml version="1.0"?><root><a probe='../x' n="2">text &lt;b&gt;</a></root>"#
-                .to_vec(),
+            br#"<?xml version="1.0"?><root><a probe='../x' n="2">text &lt;b&gt;</a></root>"#,
         );
-        let vals: Vec<(&str, &[u8])> = x
-            .body_args
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_slice()))
-            .collect();
+        let vals: Vec<(&str, &[u8])> = x.body_args.iter().map(|(k, v)| (&**k, &**v)).collect();
         assert_eq!(
             vals,
             [
@@ -472,11 +504,11 @@ mod tests {
             ]
         );
 
-        let mut m = RequestView::new("POST", "/u", b"/u", &HeaderMap::new(), None);
+        let mut m = RequestView::new("POST", "/u", b"/u", &none, None);
         let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nhello\r\n--XyZ\r\nContent-Disposition: form-data; name=\"f\"; filename=\"../../x.php\"\r\nContent-Type: text/plain\r\n\r\n<?php ?>\r\n--XyZ--\r\n";
-        m.set_body(Some(b"multipart/form-data; boundary=XyZ"), body.to_vec());
+        m.set_body(Some(b"multipart/form-data; boundary=XyZ"), body);
         assert!(!m.body_malformed);
-        assert_eq!(m.body_args, vec![("title".into(), b"hello".to_vec())]);
-        assert_eq!(m.files, vec![("f".into(), b"../../x.php".to_vec())]);
+        assert_eq!(m.body_args, vec![field("title", b"hello")]);
+        assert_eq!(m.files, vec![field("f", b"../../x.php")]);
     }
 }

@@ -442,9 +442,12 @@ fn entity_at(v: &[u8], i: usize) -> Option<(u32, usize)> {
         let text = std::str::from_utf8(&rest[start..start + digits]).ok()?;
         (u32::from_str_radix(text, radix).ok()?, 1 + start + digits)
     } else {
-        let (name, ch) = NAMED_ENTITIES
-            .iter()
-            .find(|(n, _)| rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n))?;
+        // Most `&`s separate query arguments: a first letter that starts
+        // no entity's name settles it without comparing names.
+        let first = rest.first()?.to_ascii_lowercase();
+        let (name, ch) = NAMED_ENTITIES.iter().find(|(n, _)| {
+            n[0] == first && rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n)
+        })?;
         (u32::from(*ch), 1 + name.len())
     };
     let len = if v.get(i + len) == Some(&b';') {

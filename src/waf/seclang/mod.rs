@@ -223,11 +223,15 @@ mod tests {
 
     const SETUP: &str = "SecRuleEngine On\nSecDefaultAction \"phase:2,log,pass\"\n";
 
-    fn get(uri: &str) -> RequestView {
+    static HOST_ONLY: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(|| {
         let mut h = HeaderMap::new();
         h.insert("host", "shop.example".parse().unwrap());
+        h
+    });
+
+    fn get(uri: &str) -> RequestView<'_> {
         let path = uri.split('?').next().unwrap_or("/");
-        RequestView::new("GET", path, uri.as_bytes(), &h, None)
+        RequestView::new("GET", path, uri.as_bytes(), &HOST_ONLY, None)
     }
 
     fn ids(v: &CrsVerdict) -> Vec<u32> {

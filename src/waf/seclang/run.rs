@@ -66,7 +66,7 @@ pub struct Outcome {
 
 struct State<'a> {
     prog: &'a Program,
-    req: &'a RequestView,
+    req: &'a RequestView<'a>,
     tx: HashMap<String, String, foldhash::fast::FixedState>,
     matched_var: Option<Matched<'a>>,
     matched_vars: Vec<Matched<'a>>,
@@ -619,14 +619,14 @@ impl<'a> State<'a> {
             }
         };
         // A keyed collection's values (or, with `names`, its keys).
-        let fields = |list: &'a [Field], names: bool, out: &mut Vec<Val<'a>>| {
+        let fields = |list: &'a [Field<'a>], names: bool, out: &mut Vec<Val<'a>>| {
             for (k, v) in list {
                 keyed(k, if names { k.as_bytes() } else { v }, out);
             }
         };
         let owned = |s: String| Cow::Owned(s.into_bytes());
         let path = || {
-            let uri = &req.uri[..];
+            let uri = req.uri;
             &uri[..uri.iter().position(|b| *b == b'?').unwrap_or(uri.len())]
         };
         match var.source {
@@ -659,12 +659,12 @@ impl<'a> State<'a> {
                 let base = &p[p.iter().rposition(|b| *b == b'/').map_or(0, |i| i + 1)..];
                 scalar(Cow::Borrowed(base), out)
             }
-            Source::Uri | Source::UriRaw => scalar(Cow::Borrowed(&req.uri), out),
+            Source::Uri | Source::UriRaw => scalar(Cow::Borrowed(req.uri), out),
             Source::Line => {
                 let mut line = Vec::with_capacity(req.uri.len() + 20);
                 line.extend_from_slice(req.method.as_bytes());
                 line.push(b' ');
-                line.extend_from_slice(&req.uri);
+                line.extend_from_slice(req.uri);
                 line.push(b' ');
                 line.extend_from_slice(req.protocol.as_bytes());
                 scalar(Cow::Owned(line), out)
@@ -673,13 +673,13 @@ impl<'a> State<'a> {
             Source::Protocol => scalar(Cow::Borrowed(req.protocol.as_bytes()), out),
             Source::Body => {
                 if !req.body.is_empty() {
-                    scalar(Cow::Borrowed(&req.body), out)
+                    scalar(Cow::Borrowed(req.body), out)
                 }
             }
             Source::BodyLength => scalar(owned(req.body.len().to_string()), out),
             Source::QueryString => {
                 if !req.query.is_empty() {
-                    scalar(Cow::Borrowed(&req.query), out)
+                    scalar(Cow::Borrowed(req.query), out)
                 }
             }
             Source::RemoteAddr => {
