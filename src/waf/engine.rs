@@ -771,7 +771,11 @@ impl Engine {
             engine: self,
             excluded,
             hits: Vec::new(),
-            memo: Memo::default(),
+            // A GET's values fit without regrowing; a body's grow once or twice.
+            memo: Memo {
+                values: Vec::with_capacity(16),
+                index: Default::default(),
+            },
             seen: vec![false; self.readers.len()],
         };
         // A group with a rule the route excludes is not fully evaluated:

@@ -148,8 +148,7 @@ impl<'a> RequestView<'a> {
                     Some(i) => (&pair[..i], &pair[i + 1..]),
                     None => (pair, &b""[..]),
                 };
-                view.cookies
-                    .push((String::from_utf8_lossy(name), Cow::Borrowed(value)));
+                view.cookies.push((text(name), Cow::Borrowed(value)));
             }
         }
         view
@@ -221,19 +220,54 @@ fn graphql_strings(fields: &mut Vec<Field<'_>>, key: &str) {
     }
 }
 
-/// `a=1&b=x%20y` as its fields; a name or value that decoding leaves as
-/// it is borrows from `bytes`.
+/// `a=1&b=x%20y` as its fields. Values keep the bytes the client encoded
+/// (a `%C0%AE` stays those two bytes, not a replacement character: rules
+/// that look for overlong or invalid UTF-8 must see it); names are text,
+/// as they are logged. A name or value that decoding leaves as it is
+/// borrows from `bytes`.
 fn parse_urlencoded(bytes: &[u8]) -> Vec<Field<'_>> {
-    form_urlencoded::parse(bytes)
+    bytes
+        .split(|b| *b == b'&')
+        .filter(|pair| !pair.is_empty())
         .take(MAX_FIELDS)
-        .map(|(k, v)| {
-            let v = match v {
-                Cow::Borrowed(v) => Cow::Borrowed(v.as_bytes()),
-                Cow::Owned(v) => Cow::Owned(v.into_bytes()),
+        .map(|pair| {
+            let (name, value) = match pair.iter().position(|b| *b == b'=') {
+                Some(i) => (&pair[..i], &pair[i + 1..]),
+                None => (pair, &b""[..]),
             };
-            (k, v)
+            let name = match form_decode(name) {
+                Cow::Borrowed(n) => text(n),
+                Cow::Owned(n) => Cow::Owned(
+                    String::from_utf8(n)
+                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+                ),
+            };
+            (name, form_decode(value))
         })
         .collect()
+}
+
+/// One `application/x-www-form-urlencoded` component: `+` is a space,
+/// then percent-decoding (an escape never spans a `+`, so each piece
+/// between them decodes on its own). One copy, sized once.
+fn form_decode(raw: &[u8]) -> Cow<'_, [u8]> {
+    if !raw.iter().any(|b| matches!(b, b'+' | b'%')) {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, piece) in raw.split(|b| *b == b'+').enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        out.extend(percent_encoding::percent_decode(piece));
+    }
+    Cow::Owned(out)
+}
+
+/// Bytes as text for a name: borrowed when valid UTF-8 (checked by the
+/// fast validator, not the lossy one), else with replacement characters.
+fn text(bytes: &[u8]) -> Cow<'_, str> {
+    std::str::from_utf8(bytes).map_or_else(|_| String::from_utf8_lossy(bytes), Cow::Borrowed)
 }
 
 fn flatten_json(
