@@ -5,8 +5,12 @@
 //! walks each target's values once; each value is transformed once per
 //! group that reads it (a value no step of a chain can change, most of
 //! them, is not transformed at all; chains share the steps they have in
-//! common) and each group runs all of its regexes in one pass (a
-//! `RegexSet`; phrase lists are Aho-Corasick automata). One set for all
+//! common) and each group runs, in one pass, the regexes of its rules that
+//! read the target (a `RegexSet` per group and target, shared by targets
+//! the same rules read; phrase lists are Aho-Corasick automata). A set of
+//! only those, rather than the whole group's, keeps a target few rules
+//! read (the raw query) from being scanned by every pattern of the chain,
+//! at the price of compiling a pattern once per distinct set. One set for all
 //! groups was tried, even only to ask "does any pattern match" of the
 //! forms that several chains share: its lazy DFA has so many more states
 //! that new inputs spent their time building them (a benign corpus request
@@ -25,6 +29,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use aho_corasick::AhoCorasick;
 use prefix_trie::joint::JointPrefixSet;
@@ -43,6 +48,9 @@ pub enum Target {
     Method,
     Path,
     Uri,
+    /// The URI's path as sent: before any `?`, neither decoded nor
+    /// normalized (what `uri` adds to `args` for most rules).
+    UriPath,
     Query,
     Args,
     ArgsNames,
@@ -72,6 +80,7 @@ impl Target {
             "method" => Target::Method,
             "path" => Target::Path,
             "uri" => Target::Uri,
+            "uri_path" => Target::UriPath,
             "query" => Target::Query,
             "args" => Target::Args,
             "args_names" => Target::ArgsNames,
@@ -92,7 +101,7 @@ impl Target {
         })
     }
 
-    pub const NAMES: &'static str = "method, path, uri, query, args, args_names, query_args, body_args, headers, header_names, header:NAME, user_agent, cookies, cookie_names, body, files, client_ip, content_length_fields, transfer_encoding, body_error";
+    pub const NAMES: &'static str = "method, path, uri, uri_path, query, args, args_names, query_args, body_args, headers, header_names, header:NAME, user_agent, cookies, cookie_names, body, files, client_ip, content_length_fields, transfer_encoding, body_error";
 
     /// Whether the target reads the body (such rules need it read first).
     pub fn reads_body(&self) -> bool {
@@ -114,6 +123,7 @@ impl Target {
             Target::Method => f(Name::Static("method"), b(req.method.as_bytes())),
             Target::Path => f(Name::Static("path"), b(req.path.as_bytes())),
             Target::Uri => f(Name::Static("uri"), b(req.uri)),
+            Target::UriPath => f(Name::Static("uri_path"), b(req.uri_path())),
             Target::Query => {
                 if !req.query.is_empty() {
                     f(Name::Static("query"), b(req.query))
@@ -212,10 +222,10 @@ impl Name<'_> {
 
 #[derive(Debug)]
 enum Op {
-    /// Index into the engine's RegexSet; the regex itself only for a negated
-    /// rule (which runs on its own). Positive rules run in the set alone:
-    /// keeping their own compiled copies would only cost memory.
-    Regex(usize, Option<Box<Regex>>),
+    /// The regex itself only for a negated rule (which runs on its own).
+    /// Positive rules run in their targets' sets alone: keeping their own
+    /// compiled copies would only cost memory.
+    Regex(Option<Box<Regex>>),
     Phrases(Box<AhoCorasick>),
     Contains(Vec<u8>),
     StartsWith(Vec<u8>),
@@ -264,22 +274,37 @@ struct Group {
     /// Which values the chain can change at all.
     reacts: ChainReacts,
     rules: Vec<Rule>,
-    /// The group's positive regexes in one set, and the rule of each.
-    set: Option<RegexSet>,
-    set_rules: Vec<usize>,
+}
+
+/// The positive regexes of one group that read one target, as one set.
+#[derive(Debug)]
+struct Scan {
+    set: RegexSet,
+    /// The rule (index in the group) of each pattern.
+    rules: Vec<usize>,
     /// Bytes without which no regex of the set can match (`prefilter`).
     needs: Option<ByteSet>,
 }
 
-/// The groups that read one target, in group order, and the rules of
-/// theirs evaluated one by one on it: all but the positive regexes (which
-/// run in their group's set) and positive `absent` (which looks at what is
-/// missing, not at values).
+/// How one group reads one target.
+#[derive(Debug)]
+struct ReaderGroup {
+    group: usize,
+    /// Its positive regexes that read the target, run as one set: only
+    /// those, so a target few rules read (the raw query) is not scanned
+    /// with the whole group's automaton. Targets with the same rules share
+    /// the set (and its automaton's cache).
+    scan: Option<Arc<Scan>>,
+    /// Its rules evaluated one by one: all but the positive regexes and
+    /// positive `absent` (which looks at what is missing, not at values).
+    own: Vec<usize>,
+}
+
+/// The groups that read one target, in group order.
 #[derive(Debug)]
 struct Reader {
     target: Target,
-    /// (group, its rules evaluated one by one on this target)
-    groups: Vec<(usize, Vec<usize>)>,
+    groups: Vec<ReaderGroup>,
     /// The clean-cache bits of all its groups; `None` when a group is
     /// past [`CACHED_GROUPS`] (its verdicts are never remembered).
     all_groups: Option<u64>,
@@ -540,7 +565,7 @@ impl Engine {
                     match compile_regex(&value()) {
                         Ok(re) => {
                             pattern = Some(value());
-                            Some(Op::Regex(0, s.negate.then(|| Box::new(re))))
+                            Some(Op::Regex(s.negate.then(|| Box::new(re))))
                         }
                         Err(e) => {
                             problems.push(format!("{at}: invalid regex: {e}"));
@@ -657,16 +682,17 @@ impl Engine {
             ..Engine::default()
         };
         let mut readers: BTreeMap<Target, Reader> = BTreeMap::new();
+        // Sets by (group, its rules in the set): shared by the targets
+        // that the same rules read.
+        let mut scans: BTreeMap<(usize, Vec<usize>), Arc<Scan>> = BTreeMap::new();
         for (gi, (transforms, rules)) in groups.into_iter().enumerate() {
             let mut compiled = Vec::new();
-            let mut patterns = Vec::new();
-            let mut set_rules = Vec::new();
-            for (ri, (mut rule, pattern)) in rules.into_iter().enumerate() {
-                let one_by_one = match (pattern, &mut rule.op) {
-                    (Some(p), Op::Regex(idx, _)) => {
-                        *idx = patterns.len();
-                        patterns.push(p);
-                        set_rules.push(ri);
+            // (rule, pattern) of the group's positive regexes.
+            let mut patterns: Vec<(usize, String)> = Vec::new();
+            for (ri, (rule, pattern)) in rules.into_iter().enumerate() {
+                let one_by_one = match (pattern, &rule.op) {
+                    (Some(p), Op::Regex(..)) => {
+                        patterns.push((ri, p));
                         false
                     }
                     (_, Op::Absent) if !rule.negate => {
@@ -681,50 +707,66 @@ impl Engine {
                         groups: Vec::new(),
                         all_groups: Some(0),
                     });
-                    if reader.groups.last().map(|(g, _)| *g) != Some(gi) {
-                        reader.groups.push((gi, Vec::new()));
+                    if reader.groups.last().map(|g| g.group) != Some(gi) {
+                        reader.groups.push(ReaderGroup {
+                            group: gi,
+                            scan: None,
+                            own: Vec::new(),
+                        });
                     }
                     if one_by_one {
-                        if let Some((_, own)) = reader.groups.last_mut() {
-                            own.push(ri);
+                        if let Some(g) = reader.groups.last_mut() {
+                            g.own.push(ri);
                         }
                     }
                 }
                 engine.reads_body |= rule.targets.iter().any(Target::reads_body);
                 compiled.push(rule);
             }
-            let needs = patterns
-                .iter()
-                .map(|p| needed_bytes(p))
-                .try_fold(ByteSet::default(), |acc, n| n.map(|n| acc.union(n)));
-            let set = if patterns.is_empty() {
-                None
-            } else {
-                match RegexSetBuilder::new(&patterns)
+            for reader in readers.values_mut() {
+                let Some(rg) = reader.groups.last_mut().filter(|g| g.group == gi) else {
+                    continue;
+                };
+                let mine: Vec<&(usize, String)> = patterns
+                    .iter()
+                    .filter(|(ri, _)| compiled[*ri].targets.contains(&reader.target))
+                    .collect();
+                if mine.is_empty() {
+                    continue;
+                }
+                let key = (gi, mine.iter().map(|(ri, _)| *ri).collect::<Vec<_>>());
+                if let Some(scan) = scans.get(&key) {
+                    rg.scan = Some(scan.clone());
+                    continue;
+                }
+                let set = RegexSetBuilder::new(mine.iter().map(|(_, p)| p))
                     .unicode(false)
                     .size_limit(REGEX_SIZE_LIMIT * 4)
                     .build()
-                {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        return Err(vec![format!("rule set does not compile as one set: {e}")])
-                    }
-                }
-            };
+                    .map_err(|e| vec![format!("rule set does not compile as one set: {e}")])?;
+                let needs = mine
+                    .iter()
+                    .map(|(_, p)| needed_bytes(p))
+                    .try_fold(ByteSet::default(), |acc, n| n.map(|n| acc.union(n)));
+                let scan = Arc::new(Scan {
+                    set,
+                    rules: key.1.clone(),
+                    needs,
+                });
+                scans.insert(key, scan.clone());
+                rg.scan = Some(scan);
+            }
             engine.rule_count += compiled.len();
             engine.groups.push(Group {
                 reacts: ChainReacts::of(&transforms),
                 transforms,
                 rules: compiled,
-                needs: needs.filter(|_| set.is_some()),
-                set,
-                set_rules,
             });
         }
         engine.readers = readers.into_values().collect();
         for r in &mut engine.readers {
-            r.all_groups = r.groups.iter().try_fold(0u64, |m, (gi, _)| {
-                (*gi < CACHED_GROUPS).then(|| m | (1 << gi))
+            r.all_groups = r.groups.iter().try_fold(0u64, |m, g| {
+                (g.group < CACHED_GROUPS).then(|| m | (1 << g.group))
             });
         }
         Ok(engine)
@@ -825,7 +867,6 @@ impl<'a> Run<'_, 'a> {
     fn value(&mut self, ti: usize, name: Name<'a>, raw: Cow<'a, [u8]>, cacheable: u64) {
         let engine = self.engine;
         let reader = &engine.readers[ti];
-        let t = &reader.target;
         self.seen[ti] = true;
         // Keyed by the value as read: each group's chain is fixed, so it
         // decides what the group's rules see.
@@ -854,8 +895,8 @@ impl<'a> Run<'_, 'a> {
         // group). The form is held so that its address, the key, cannot be
         // reused by another one while it is remembered.
         let mut present: Option<(Form<'a>, ByteSet)> = None;
-        for (gi, own) in &reader.groups {
-            let gi = *gi;
+        for rg in &reader.groups {
+            let gi = rg.group;
             if gi < CACHED_GROUPS && known_clean & (1 << gi) != 0 {
                 continue;
             }
@@ -884,8 +925,9 @@ impl<'a> Run<'_, 'a> {
             let v: &[u8] = form.as_ref();
             // One pass answers "does any pattern match"; only then ask
             // which (clean traffic stops at the first question). A form
-            // without any byte the group's regexes need is not scanned.
-            let may_match = match g.needs.filter(|_| fast) {
+            // without any byte the set's regexes need is not scanned.
+            let scan = rg.scan.as_deref();
+            let may_match = match scan.and_then(|sc| sc.needs).filter(|_| fast) {
                 Some(needs) => {
                     let bytes = match &present {
                         Some((f, b)) if std::ptr::eq(f.as_ref(), v) => *b,
@@ -899,19 +941,16 @@ impl<'a> Run<'_, 'a> {
                 }
                 None => true,
             };
-            if let Some(set) = g.set.as_ref().filter(|s| may_match && s.is_match(v)) {
-                for m in set.matches(v).iter() {
-                    let rule = &g.rules[g.set_rules[m]];
-                    if !rule.targets.contains(t) {
-                        continue;
-                    }
+            if let Some(sc) = scan.filter(|sc| may_match && sc.set.is_match(v)) {
+                for m in sc.set.matches(v).iter() {
+                    let rule = &g.rules[sc.rules[m]];
                     dirty |= bit;
                     if !self.skip(rule) {
                         self.hits.push(hit(rule, name, v));
                     }
                 }
             }
-            for &ri in own {
+            for &ri in &rg.own {
                 let rule = &g.rules[ri];
                 if self.skip(rule) {
                     // Not evaluated: the value's verdict is unknown.
@@ -919,9 +958,7 @@ impl<'a> Run<'_, 'a> {
                     continue;
                 }
                 let matched = match &rule.op {
-                    Op::Regex(_, re) => {
-                        rule.negate && re.as_ref().is_some_and(|re| !re.is_match(v))
-                    }
+                    Op::Regex(re) => rule.negate && re.as_ref().is_some_and(|re| !re.is_match(v)),
                     // `absent` negated is "present".
                     Op::Absent => rule.negate,
                     other => eval(other, v) != rule.negate,
@@ -981,7 +1018,7 @@ fn hit(rule: &Rule, target: Name<'_>, v: &[u8]) -> Hit {
 
 fn eval(op: &Op, v: &[u8]) -> bool {
     match op {
-        Op::Regex(_, re) => re.as_ref().is_some_and(|re| re.is_match(v)),
+        Op::Regex(re) => re.as_ref().is_some_and(|re| re.is_match(v)),
         Op::Phrases(ac) => ac.is_match(v),
         Op::Contains(n) => !n.is_empty() && v.windows(n.len()).any(|w| w == n.as_slice()),
         Op::StartsWith(n) => v.starts_with(n),
@@ -1115,6 +1152,56 @@ mod tests {
     fn view(uri: &str) -> RequestView<'_> {
         let path = uri.split('?').next().unwrap_or("/");
         RequestView::new("GET", path, uri.as_bytes(), &NO_HEADERS, None)
+    }
+
+    /// A group's regexes run per target as a set of only the rules that
+    /// read it: a pattern fires on the targets its rule names, never on
+    /// another target the group's other rules read.
+    #[test]
+    fn each_target_runs_only_the_regexes_that_read_it() {
+        let e = engine(
+            r#"
+[[rule]]
+id = 31
+msg = "raw query"
+targets = ["query"]
+transforms = ["url_decode"]
+operator = "regex"
+value = "evil"
+[[rule]]
+id = 32
+msg = "arguments"
+targets = ["args"]
+transforms = ["url_decode"]
+operator = "regex"
+value = "evil|bad"
+[[rule]]
+id = 33
+msg = "path as sent"
+targets = ["uri_path", "args"]
+transforms = ["url_decode"]
+operator = "regex"
+value = "bad"
+"#,
+        );
+        let fired = |uri: &str| {
+            let v = view(uri);
+            e.run(&v, &[])
+                .into_iter()
+                .map(|h| (h.id, h.target))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            fired("/p?x=evil"),
+            [(31, "query".to_string()), (32, "args:x".to_string())]
+        );
+        assert_eq!(
+            fired("/p?x=bad"),
+            [(32, "args:x".to_string()), (33, "args:x".to_string())]
+        );
+        // The path is not an argument, and the query is not the path.
+        assert_eq!(fired("/bad/evil?x=1"), [(33, "uri_path".to_string())]);
+        assert_eq!(fired("/p?bad=1"), []);
     }
 
     #[test]
@@ -1352,6 +1439,34 @@ values = ["10.0.0.0/8", "2001:db8::/32"]
             }
         }
         requests
+    }
+
+    /// The shipped rules read the path as sent plus the arguments and
+    /// their names, not the whole URI: an attack anywhere in the URI is
+    /// still seen (in the path, in a value, in a name, in a valueless
+    /// query), and only the rule that needs name and value together reads
+    /// the raw query.
+    #[test]
+    fn the_shipped_rules_see_the_whole_uri_without_reading_it() {
+        let e = shipped(1);
+        let ids = |uri: &str| -> Vec<u32> { e.run(&view(uri), &[]).iter().map(|h| h.id).collect() };
+        for (uri, id) in [
+            ("/files/..%2f..%2fetc/passwd", 100300),
+            ("/p?f=../../etc/passwd", 100300),
+            ("/p?../../etc/passwd", 100300),
+            ("/p?x=1&../../etc/passwd=", 100300),
+            ("/p?q=1%20union%20select%20password%20from%20users", 100110),
+            ("/a/<script>alert(1)</script>", 100210),
+            ("/p?_CONF[path]=https://evil.example/x", 100401),
+        ] {
+            assert!(ids(uri).contains(&id), "{uri}: {:?}", ids(uri));
+        }
+        // (100900, no Host header: these test views have none.)
+        let benign = e.run(
+            &view("/?page=2&q=blue+shoes&sort=-created_at&id=5f3a"),
+            &[100900],
+        );
+        assert!(benign.is_empty(), "{benign:?}");
     }
 
     #[test]

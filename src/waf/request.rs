@@ -198,6 +198,16 @@ impl<'a> RequestView<'a> {
         self.body = body;
     }
 
+    /// The URI up to its `?` (as sent: not decoded, not normalized).
+    pub fn uri_path(&self) -> &'a [u8] {
+        let end = self
+            .uri
+            .iter()
+            .position(|b| *b == b'?')
+            .unwrap_or(self.uri.len());
+        &self.uri[..end]
+    }
+
     /// Every argument (query, then body).
     pub fn args(&self) -> impl Iterator<Item = &Field<'a>> {
         self.query_args.iter().chain(self.body_args.iter())

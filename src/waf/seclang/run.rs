@@ -625,10 +625,7 @@ impl<'a> State<'a> {
             }
         };
         let owned = |s: String| Cow::Owned(s.into_bytes());
-        let path = || {
-            let uri = req.uri;
-            &uri[..uri.iter().position(|b| *b == b'?').unwrap_or(uri.len())]
-        };
+        let path = || req.uri_path();
         match var.source {
             Source::Args
             | Source::ArgsGet
