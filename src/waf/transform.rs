@@ -460,12 +460,16 @@ fn entity_at(v: &[u8], i: usize) -> Option<(u32, usize)> {
 
 fn html_entity_decode(v: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
     // Only `&` separators (a query string): the value as it is.
-    let Some(first) = (0..v.len()).find(|&i| v[i] == b'&' && entity_at(&v, i).is_some()) else {
+    let Some((first, (cp, len))) = (0..v.len())
+        .filter(|&i| v[i] == b'&')
+        .find_map(|i| entity_at(&v, i).map(|e| (i, e)))
+    else {
         return v;
     };
     let mut out = Vec::with_capacity(v.len());
     out.extend_from_slice(&v[..first]);
-    let mut i = first;
+    push_char(&mut out, cp);
+    let mut i = first + len;
     while i < v.len() {
         if v[i] == b'&' {
             if let Some((cp, len)) = entity_at(&v, i) {
