@@ -16,14 +16,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RIG=${RIG:-$ROOT/../shared/bench}
 [[ -f $RIG/lib.sh ]] || { echo "load rig not found at $RIG (set RIG=...)" >&2; exit 2; }
-while [[ $# -gt 0 ]]; do
-    case $1 in
-        --reps) REPS=$2; shift 2 ;;
-        --scenarios) SCENARIOS=$2; shift 2 ;;
-        --duration) DURATION=$2; shift 2 ;;
-        *) echo "unknown option $1" >&2; exit 2 ;;
-    esac
-done
+# shellcheck source=benches/rig-options.sh
+source "$ROOT/benches/rig-options.sh"
+rig_options "$@"
 : "${SCENARIOS:=small,16k}"
 if [[ ${SKIP_BUILD:-0} != 1 ]]; then (cd "$ROOT" && cargo build --release); fi
 export FRONTDESK_BIN=${FRONTDESK_BIN:-$ROOT/target/release/frontdesk}

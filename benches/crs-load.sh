@@ -21,14 +21,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 RIG=${RIG:-$ROOT/../shared/bench}
 CRS=${CRS:-/usr/share/modsecurity-crs}
 [[ -f $RIG/lib.sh ]] || { echo "load rig not found at $RIG (set RIG=...)" >&2; exit 2; }
-while [[ $# -gt 0 ]]; do
-    case $1 in
-        --reps) REPS=$2; shift 2 ;;
-        --scenarios) SCENARIOS=$2; shift 2 ;;
-        --duration) DURATION=$2; shift 2 ;;
-        *) echo "unknown option $1" >&2; exit 2 ;;
-    esac
-done
+# shellcheck source=benches/rig-options.sh
+source "$ROOT/benches/rig-options.sh"
+rig_options "$@"
 : "${SCENARIOS:=get,json2k}"
 export SCENARIOS
 [[ -d $CRS/rules ]] || { echo "no Core Rule Set at $CRS (apt-get install modsecurity-crs)" >&2; exit 2; }

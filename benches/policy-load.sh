@@ -6,7 +6,7 @@
 # Every request carries the same header, so the routing-only gateway sees
 # exactly the same bytes.
 #
-#   benches/policy-load.sh jwt|ratelimit|waf [--reps N] [--scenarios small,16k,close,varied]
+#   benches/policy-load.sh jwt|ratelimit|waf [--reps N] [--scenarios small,16k,close,varied] [--duration S]
 #
 #   jwt        routing + JWT (HS256) on one repeated token: the verified-token
 #              cache path a returning client takes
@@ -24,13 +24,9 @@ RIG=${RIG:-$ROOT/../shared/bench}
 POLICY=${1:?usage: policy-load.sh jwt|ratelimit|waf [--reps N] [--scenarios LIST]}
 shift
 : "${REPS:=3}" "${SCENARIOS:=small}"
-while [[ $# -gt 0 ]]; do
-    case $1 in
-        --reps) REPS=$2; shift 2 ;;
-        --scenarios) SCENARIOS=$2; shift 2 ;;
-        *) echo "unknown option $1" >&2; exit 2 ;;
-    esac
-done
+# shellcheck source=benches/rig-options.sh
+source "$ROOT/benches/rig-options.sh"
+rig_options "$@"
 export REPS SCENARIOS
 
 cd "$ROOT"
