@@ -448,6 +448,10 @@ pub struct Engine {
     readers: Vec<Reader>,
     /// `absent` rules (group, rule): they fire on what a request lacks.
     absent_rules: Vec<(usize, usize)>,
+    /// (rule id, the clean-cache bit of its group), sorted by id: a
+    /// route's exclusions name rule ids, and a group with an excluded
+    /// rule is not fully evaluated, so its verdicts are not remembered.
+    rule_groups: Vec<(u32, u64)>,
     rule_count: usize,
     reads_body: bool,
     /// Apply every chain in full to every value (no memo, no summaries,
@@ -764,6 +768,12 @@ impl Engine {
             });
         }
         engine.readers = readers.into_values().collect();
+        for (gi, g) in engine.groups.iter().enumerate().take(CACHED_GROUPS) {
+            engine
+                .rule_groups
+                .extend(g.rules.iter().map(|r| (r.id, 1u64 << gi)));
+        }
+        engine.rule_groups.sort_unstable();
         for r in &mut engine.readers {
             r.all_groups = r.groups.iter().try_fold(0u64, |m, g| {
                 (g.group < CACHED_GROUPS).then(|| m | (1 << g.group))
@@ -827,11 +837,10 @@ impl Engine {
         } else {
             u64::MAX
         };
-        if !excluded.is_empty() {
-            for (gi, g) in self.groups.iter().enumerate().take(CACHED_GROUPS) {
-                if g.rules.iter().any(|r| excluded.contains(&r.id)) {
-                    cacheable &= !(1 << gi);
-                }
+        for id in excluded {
+            let from = self.rule_groups.partition_point(|(r, _)| r < id);
+            for (_, bit) in self.rule_groups[from..].iter().take_while(|(r, _)| r == id) {
+                cacheable &= !bit;
             }
         }
         for (ti, reader) in self.readers.iter().enumerate() {
